@@ -1,0 +1,142 @@
+"""FLOPs of every registered InTI variant against naive per-frame adaptation.
+
+For each model and clip length: fvcore's count with attention included, the naive model
+(the same ViT with ``inti_after=()``), the reduction, the InTI layers' own share, and the
+closed-form cost model of timm_inti.flops, which must agree with fvcore within 1%.
+GFLOPs here are 10^9 multiply-adds (fvcore's convention, the one the video literature
+uses), for one 224x224 view at batch 1. No network and no weights are needed.
+
+    python benchmarks/flops.py                       # all variants at 8, 16 and 32 frames
+    python benchmarks/flops.py --models inti_vit_b16 --frames 8
+"""
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+import timm
+import torch
+
+import timm_inti
+from timm_inti.flops import count_flops, formula_flops
+
+COLUMNS = [
+    'model', 'frames', 'params_m', 'gflops', 'naive_gflops', 'reduction_pct', 'inti_share_pct',
+    'formula_gflops', 'formula_diff_pct',
+]
+HEADERS = [
+    'model', 'frames', 'params (M)', 'GFLOPs', 'naive GFLOPs', 'reduction (%)', 'InTI share (%)',
+    'formula GFLOPs', 'formula vs fvcore (%)',
+]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--models', nargs='+', default=list(timm_inti.MODEL_ALIASES), help='registered model names')
+    parser.add_argument('--frames', nargs='+', type=int, default=[8, 16, 32], help='clip lengths')
+    parser.add_argument('--out', type=Path, default=Path(__file__).parent / 'results', help='output folder')
+    return parser.parse_args(argv)
+
+
+def clip(model, frames):
+    return torch.randn(1, model.in_chans, frames, *model.patch_embed.img_size)
+
+
+def measure(name, frames, naive_cache):
+    model = timm.create_model(name).eval()
+    naive = timm.create_model(name, inti_after=()).eval()
+    # variants sharing a backbone share a naive count
+    key = (naive.embed_dim, len(naive.blocks), tuple(naive.patch_embed.patch_size), type(naive).__name__, frames)
+    if key not in naive_cache:
+        naive_cache[key] = count_flops(naive, clip(naive, frames))
+    naive_count = naive_cache[key]
+    count = count_flops(model, clip(model, frames))
+    formula = formula_flops(model, frames)
+    return dict(
+        model=name,
+        frames=frames,
+        params_m=sum(p.numel() for p in model.parameters()) / 1e6,
+        gflops=count.gflops,
+        naive_gflops=naive_count.gflops,
+        reduction_pct=100 * (1 - count.total / naive_count.total),
+        inti_share_pct=100 * count.inti_share,
+        formula_gflops=formula.gflops,
+        formula_diff_pct=100 * (formula.total - count.total) / count.total,
+    )
+
+
+def markdown(rows):
+    lines = ['| ' + ' | '.join(HEADERS) + ' |', '|' + '---|' * len(HEADERS)]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['frames']} | {r['params_m']:.1f} | {r['gflops']:.1f} | {r['naive_gflops']:.1f} "
+            f"| {r['reduction_pct']:.1f} | {r['inti_share_pct']:.2f} | {r['formula_gflops']:.1f} "
+            f"| {r['formula_diff_pct']:+.2f} |")
+    return '\n'.join(lines)
+
+
+def plot(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print('matplotlib is not installed: no plot (pip install "timm-inti[plot]")', file=sys.stderr)
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    naive_done = set()
+    for name in dict.fromkeys(r['model'] for r in rows):
+        mine = [r for r in rows if r['model'] == name]
+        frames = [r['frames'] for r in mine]
+        ax.plot(frames, [r['gflops'] for r in mine], marker='o', label=name)
+        naive = tuple(r['naive_gflops'] for r in mine)
+        if naive not in naive_done:
+            naive_done.add(naive)
+            ax.plot(frames, naive, linestyle='--', color='gray', marker='x', label=f'naive ({name} backbone)')
+    ax.set_xlabel('frames per clip')
+    ax.set_ylabel('GFLOPs (10^9 multiply-adds)')
+    ax.set_xscale('log', base=2)
+    ax.set_yscale('log')
+    ax.set_title('InTI vs naive per-frame adaptation, 224x224, one view')
+    ax.legend(fontsize=8)
+    ax.grid(True, which='both', alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_grad_enabled(False)
+    args.out.mkdir(parents=True, exist_ok=True)
+    jobs = [(name, frames) for name in args.models for frames in args.frames]
+    rows, naive_cache = [], {}
+    start = time.perf_counter()
+    for i, (name, frames) in enumerate(jobs, 1):
+        print(f'[{i}/{len(jobs)}] {name}, {frames} frames ...', end=' ', file=sys.stderr, flush=True)
+        t = time.perf_counter()
+        rows.append(measure(name, frames, naive_cache))
+        print(f"{rows[-1]['gflops']:.1f} GFLOPs ({time.perf_counter() - t:.1f} s)", file=sys.stderr, flush=True)
+
+    table = markdown(rows)
+    print(table)
+    print('\nGFLOPs = 10^9 multiply-adds (fvcore, attention included), batch 1, one 224x224 view.')
+    with open(args.out / 'flops.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    (args.out / 'flops.md').write_text(table + '\n')
+    wrote = ['flops.csv', 'flops.md'] + (['flops.png'] if plot(rows, args.out / 'flops.png') else [])
+    print(f"\nwrote {', '.join(str(args.out / w) for w in wrote)} in {time.perf_counter() - start:.0f} s",
+          file=sys.stderr)
+    worst = max(abs(r['formula_diff_pct']) for r in rows)
+    if worst > 1.0:
+        print(f'fvcore and the closed-form model differ by {worst:.2f}% (> 1%)', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

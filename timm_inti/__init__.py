@@ -1,0 +1,9 @@
+"""timm-inti: InTI (Inter-frame Token Interpolation) video ViTs for timm.
+
+``import timm_inti`` registers the models with timm; then ``timm.create_model("inti_vit_b16")``
+and the ``hf-hub:`` / ``local-dir:`` names work as for timm's own models.
+"""
+from .inti import InTI, merged_num_frames
+from .vit import MODEL_ALIASES, CheckpointError, VideoVisionTransformer, checkpoint_filter_fn, resample_temporal_embed
+
+__version__ = '0.1.0'

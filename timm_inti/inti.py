@@ -1,0 +1,186 @@
+""" InTI: Inter-frame Token Interpolation
+
+An InTI layer sits between two Transformer blocks of a per-frame video ViT. It pairs
+neighbouring frames (0, 1), (2, 3), ... and replaces each pair of tokens at the same
+position by one linear combination of the two, so every later block sees half the frames:
+
+    (B, T, N, D) -> (B, ceil(T / 2), N, D)
+
+The combination weights are predicted token by token by a small context network
+(after "Dynamic and Compressive Adaptation of Transformers From Images to Videos",
+ECCV 2024, https://arxiv.org/abs/2408.06840). The paper publishes no code; the weight
+network below is this project's design (see PAPER.md, "Decisions"):
+
+  * every token is normalised and projected to a small width (``hidden_dim``);
+  * context is gathered at several spatial scales: the token itself and average-pooled
+    k x k neighbourhoods on the patch grid (``kernel_sizes``), plus a global summary of
+    the frame (``global_context``). Prefix tokens (class, registers) have no place on
+    the grid: their local scales are the token itself and they see the global summary;
+  * the context of both frames of a pair goes through an MLP that predicts two logits
+    per position, normalised over the pair (``weighting='softmax'``).
+
+The MLP's last projection starts at zero, so a fresh layer is an exact average of each
+pair: a CLIP-initialised model starts as temporal average pooling.
+
+``weighting`` also offers two ablations: ``'sigmoid'`` (independent, unnormalised gates)
+and ``'mean'`` (fixed 0.5 / 0.5 weights, no weight network at all).
+
+With an odd number of frames the last frame has no partner and passes through unchanged.
+"""
+from typing import Literal, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+from timm.layers import LayerNorm, LayerType, Mlp, get_act_layer, get_norm_layer, trunc_normal_
+
+__all__ = ['InTI', 'merged_num_frames']
+
+Weighting = Literal['softmax', 'sigmoid', 'mean']
+
+
+def merged_num_frames(num_frames: int) -> int:
+    """Frames left after one InTI layer: pairs merge, an odd last frame passes through."""
+    return (num_frames + 1) // 2
+
+
+class InTI(nn.Module):
+    """Inter-frame Token Interpolation: merge neighbouring frames token by token.
+
+    Args:
+        dim: Token width.
+        num_prefix_tokens: Tokens before the patch grid in every frame (class, registers).
+        hidden_dim: Width of the weight network (default ``max(dim // 8, 16)``).
+        kernel_sizes: Odd window sizes of the local context scales on the patch grid;
+            ``1`` is the token itself.
+        global_context: Add the frame's mean patch token as a global context scale.
+        weighting: ``'softmax'`` (the pair's weights sum to one), ``'sigmoid'``
+            (independent gates) or ``'mean'`` (fixed average, no weight network).
+        norm_layer: Normalisation before the weight network.
+        act_layer: Activation inside the weight network.
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            num_prefix_tokens: int = 1,
+            hidden_dim: Optional[int] = None,
+            kernel_sizes: Sequence[int] = (1, 3, 7),
+            global_context: bool = True,
+            weighting: Weighting = 'softmax',
+            norm_layer: Optional[LayerType] = None,
+            act_layer: Optional[LayerType] = None,
+            device=None,
+            dtype=None,
+    ) -> None:
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if weighting not in ('softmax', 'sigmoid', 'mean'):
+            raise ValueError(f"InTI weighting must be 'softmax', 'sigmoid' or 'mean', got {weighting!r}")
+        kernel_sizes = tuple(int(k) for k in kernel_sizes)
+        if any(k < 1 or k % 2 == 0 for k in kernel_sizes):
+            raise ValueError(f'InTI kernel_sizes must be odd and positive, got {kernel_sizes}')
+        if weighting != 'mean' and not kernel_sizes and not global_context:
+            raise ValueError('InTI needs at least one context scale (kernel_sizes or global_context)')
+        self.num_prefix_tokens = num_prefix_tokens
+        self.kernel_sizes = kernel_sizes
+        self.global_context = global_context
+        self.weighting = weighting
+
+        if weighting == 'mean':
+            self.norm = self.reduce = self.mlp = None
+            return
+        hidden_dim = hidden_dim or max(dim // 8, 16)
+        num_scales = len(kernel_sizes) + int(global_context)
+        norm_layer = get_norm_layer(norm_layer) or LayerNorm
+        act_layer = get_act_layer(act_layer) or nn.GELU
+        self.norm = norm_layer(dim, **dd)
+        self.reduce = nn.Linear(dim, hidden_dim, **dd)
+        # context of both frames of a pair -> two logits per position
+        self.mlp = Mlp(2 * num_scales * hidden_dim, hidden_dim, 2, act_layer=act_layer, **dd)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """timm-style init, with the last projection at zero so the layer starts as an exact average.
+
+        timm's ViT init functions call this after re-initialising the children, so the
+        zero projection survives ``model.init_weights()`` in any mode.
+        """
+        if self.mlp is None:
+            return
+        for m in (self.reduce, self.mlp.fc1):
+            trunc_normal_(m.weight, std=.02)
+            nn.init.zeros_(m.bias)
+        nn.init.zeros_(self.mlp.fc2.weight)
+        nn.init.zeros_(self.mlp.fc2.bias)
+
+    def _context(self, x: torch.Tensor, grid_size: Tuple[int, int]) -> torch.Tensor:
+        """Multi-scale context per token: (B, T, N, D) -> (B, T, N, num_scales * hidden_dim)."""
+        batch = x.shape[0]
+        height, width = grid_size
+        p = self.num_prefix_tokens
+        z = self.reduce(self.norm(x))
+        prefix, patches = z[:, :, :p], z[:, :, p:]
+
+        grid = rearrange(patches, 'b t (h w) c -> (b t) c h w', h=height, w=width)
+        patch_ctx, prefix_ctx = [], []
+        for k in self.kernel_sizes:
+            if k == 1:
+                patch_ctx.append(patches)
+            else:
+                pooled = F.avg_pool2d(grid, k, stride=1, padding=k // 2, count_include_pad=False)
+                patch_ctx.append(rearrange(pooled, '(b t) c h w -> b t (h w) c', b=batch))
+            prefix_ctx.append(prefix)
+        if self.global_context:
+            summary = patches.mean(dim=2, keepdim=True)
+            patch_ctx.append(summary.expand_as(patches))
+            prefix_ctx.append(summary.expand_as(prefix))
+        return torch.cat([torch.cat(prefix_ctx, dim=-1), torch.cat(patch_ctx, dim=-1)], dim=2)
+
+    def forward(self, x: torch.Tensor, grid_size: Tuple[int, int]) -> torch.Tensor:
+        """Merge neighbouring frames.
+
+        Args:
+            x: Tokens, (B, T, N, D) with N = num_prefix_tokens + grid_size[0] * grid_size[1].
+            grid_size: Patch grid (height, width) of every frame.
+
+        Returns:
+            Tokens, (B, ceil(T / 2), N, D).
+        """
+        if x.ndim != 4:
+            raise ValueError(f'InTI expects tokens of shape (B, T, N, D), got a {x.ndim}-D tensor {tuple(x.shape)}')
+        num_frames, num_tokens = x.shape[1], x.shape[2]
+        expected = self.num_prefix_tokens + grid_size[0] * grid_size[1]
+        if num_tokens != expected:
+            raise ValueError(
+                f'InTI expects {expected} tokens per frame ({self.num_prefix_tokens} prefix + '
+                f'{grid_size[0]}x{grid_size[1]} grid), got {num_tokens}')
+        if num_frames < 2:
+            return x
+        num_pairs = num_frames // 2
+        paired = x[:, :2 * num_pairs]
+        first, second = rearrange(paired, 'b (t two) n d -> two b t n d', two=2)
+
+        if self.weighting == 'mean':
+            merged = (first + second) * 0.5
+        else:
+            context = rearrange(self._context(paired, grid_size), 'b (t two) n c -> b t n (two c)', two=2)
+            logits = self.mlp(context)  # (B, T // 2, N, 2)
+            if self.weighting == 'softmax':
+                # softmax over the pair: w_first = 1 - w_second, so one lerp does the sum
+                weight = logits.softmax(dim=-1)[..., 1:].to(x.dtype)
+                merged = torch.lerp(first, second, weight)
+            else:
+                gates = logits.sigmoid().to(x.dtype)
+                merged = first * gates[..., :1] + second * gates[..., 1:]
+
+        if num_frames % 2:
+            merged = torch.cat([merged, x[:, -1:]], dim=1)
+        return merged
+
+    def extra_repr(self) -> str:
+        return (
+            f'num_prefix_tokens={self.num_prefix_tokens}, kernel_sizes={self.kernel_sizes}, '
+            f'global_context={self.global_context}, weighting={self.weighting!r}'
+        )

@@ -1,0 +1,537 @@
+""" Video Vision Transformer with InTI (Inter-frame Token Interpolation)
+
+A CLIP image ViT from timm applied to every frame of a clip, with InTI layers between
+blocks that merge neighbouring frames, so later blocks process half the frames each time.
+After "Dynamic and Compressive Adaptation of Transformers From Images to Videos"
+(ECCV 2024, https://arxiv.org/abs/2408.06840); the paper's code is not public, and the
+choices below that the paper does not state are this project's (see PAPER.md).
+
+  * input (B, C, T, H, W); a 4-D (B, C, H, W) batch is a one-frame clip, and its outputs
+    drop the time axis, so image tooling keeps working;
+  * ``inti_after=(k, ...)`` places an InTI layer after the first k blocks; ``()`` is naive
+    per-frame adaptation, the baseline every comparison uses;
+  * a learned temporal position embedding (zero at init, resampled for other clip lengths);
+  * the head sees the per-frame pooled tokens (class tokens for CLIP) averaged over the
+    frames that remain.
+
+The blocks, patch embedding, norms, pooling and checkpoint conversion are timm's own:
+``VideoVisionTransformer`` subclasses timm's ``VisionTransformer`` and only adds time.
+With InTI layers at their averaging init and a zero temporal embedding, a CLIP-initialised
+model equals the image tower on a one-frame clip.
+"""
+from functools import partial
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from timm.layers import LayerNorm
+from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs, register_model, resolve_pretrained_cfg
+from timm.models._features import feature_take_indices
+from timm.models._input import update_model_args
+from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer import checkpoint_filter_fn as _vit_checkpoint_filter_fn
+
+from .inti import InTI, Weighting, merged_num_frames
+
+__all__ = ['VideoVisionTransformer', 'CheckpointError', 'MODEL_ALIASES', 'checkpoint_filter_fn', 'resample_temporal_embed']
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model; the message names the file and keys."""
+
+
+def resample_temporal_embed(embed: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Linearly resample a temporal position embedding (1, T, 1, D) to ``num_frames`` frames."""
+    if embed.shape[1] == num_frames:
+        return embed
+    x = rearrange(embed, '() t () d -> () d t').float()
+    x = F.interpolate(x, size=num_frames, mode='linear', align_corners=False)
+    return rearrange(x, '() d t -> () t () d').to(embed.dtype)
+
+
+class VideoVisionTransformer(VisionTransformer):
+    """ A per-frame ViT for clips (B, C, T, H, W) with InTI layers between blocks.
+
+    Every argument of timm's ``VisionTransformer`` is accepted and means the same, plus:
+
+    Args:
+        num_frames: Clip length the temporal embedding is learned for; other lengths work
+            and resample it.
+        inti_after: Block counts; each entry k places an InTI layer after the first k
+            blocks. ``(3,)`` on a 12-block ViT: blocks 1-3 see every frame, 4-12 half.
+            ``()`` is naive per-frame adaptation.
+        inti_hidden_dim: Width of the InTI weight networks (default ``embed_dim // 8``).
+        inti_kernel_sizes: Local context windows of the InTI weight networks.
+        inti_global_context: Add a global context scale to the InTI weight networks.
+        inti_weighting: ``'softmax'`` (the method), ``'sigmoid'`` or ``'mean'`` (ablations).
+    """
+    # parameters an image checkpoint does not have; a CLIP tower leaves them at their init
+    video_only_prefixes: Tuple[str, ...] = ('temporal_embed', 'inti.')
+
+    def __init__(
+            self,
+            num_frames: int = 8,
+            inti_after: Sequence[int] = (),
+            inti_hidden_dim: Optional[int] = None,
+            inti_kernel_sizes: Sequence[int] = (1, 3, 7),
+            inti_global_context: bool = True,
+            inti_weighting: Weighting = 'softmax',
+            **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        dd = {'device': kwargs.get('device'), 'dtype': kwargs.get('dtype')}
+        depth = len(self.blocks)
+        if num_frames < 1:
+            raise ValueError(f'num_frames must be at least 1, got {num_frames}')
+        inti_after = tuple(int(k) for k in inti_after)
+        if any(k < 1 or k > depth for k in inti_after) or list(inti_after) != sorted(set(inti_after)):
+            raise ValueError(
+                f'inti_after must hold distinct, increasing block counts between 1 and depth={depth}, '
+                f'got {inti_after}')
+        if inti_after and kwargs.get('patch_drop_rate', 0.):
+            raise ValueError('patch_drop_rate > 0 drops different patches in every frame; InTI needs them aligned')
+
+        self.num_frames = num_frames
+        self.feature_dim = -1  # forward_features: (B, T', N, D) for clips, (B, N, D) for images
+        self.temporal_embed = nn.Parameter(torch.zeros(1, num_frames, 1, self.embed_dim, **dd))
+        self.inti = nn.ModuleDict({
+            str(k): InTI(
+                self.embed_dim,
+                num_prefix_tokens=self.num_prefix_tokens,
+                hidden_dim=inti_hidden_dim,
+                kernel_sizes=inti_kernel_sizes,
+                global_context=inti_global_context,
+                weighting=inti_weighting,
+                **dd,
+            )
+            for k in inti_after
+        })
+
+    @property
+    def inti_after(self) -> Tuple[int, ...]:
+        """Block counts after which an InTI layer merges frames."""
+        return tuple(int(k) for k in self.inti)
+
+    def num_frames_after(self, num_frames: int) -> List[int]:
+        """Frames each block sees for a clip of ``num_frames`` frames."""
+        frames = []
+        for i in range(len(self.blocks)):
+            frames.append(num_frames)
+            if str(i + 1) in self.inti:
+                num_frames = merged_num_frames(num_frames)
+        return frames
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> Set[str]:
+        return super().no_weight_decay() | {'temporal_embed'}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Union[str, List]]:
+        # an InTI layer after k blocks joins the group of the block it feeds (blocks.k)
+        return dict(
+            stem=r'^(cls_token|reg_token|pos_embed|temporal_embed|patch_embed|norm_pre)',
+            blocks=[(r'^blocks\.(\d+)', None), (r'^inti\.(\d+)', None), (r'^norm', (99999,))],
+        )
+
+    def _as_clip(self, x: torch.Tensor) -> Tuple[torch.Tensor, bool]:
+        """Check the input and return it as a clip (B, C, T, H, W), and whether it was an image batch."""
+        if x.ndim not in (4, 5):
+            raise ValueError(
+                f'{type(self).__name__} expects a clip (B, C, T, H, W) or an image batch (B, C, H, W), '
+                f'got a {x.ndim}-D tensor of shape {tuple(x.shape)}')
+        is_image = x.ndim == 4
+        if is_image:
+            x = x.unsqueeze(2)
+        _, channels, frames, height, width = x.shape
+        if channels != self.in_chans:
+            hint = ''
+            if not is_image and frames == self.in_chans:
+                hint = " It looks like (B, T, C, H, W): use einops.rearrange(x, 'b t c h w -> b c t h w')."
+            raise ValueError(
+                f'expected {self.in_chans} channels in dim 1 of (B, C, T, H, W), got {channels} '
+                f'(input shape {tuple(x.shape)}).{hint}')
+        if frames < 1:
+            raise ValueError(f'expected at least one frame in dim 2 of (B, C, T, H, W), got {frames}')
+        embed = self.patch_embed
+        if embed.strict_img_size and (height, width) != tuple(embed.img_size):
+            raise ValueError(
+                f'expected {embed.img_size[0]}x{embed.img_size[1]} frames, got {height}x{width}. Create the model '
+                f'with img_size=({height}, {width}) to resample its position embedding, or dynamic_img_size=True.')
+        if not embed.dynamic_img_pad and (height % embed.patch_size[0] or width % embed.patch_size[1]):
+            raise ValueError(
+                f'frame size {height}x{width} is not a multiple of the patch size '
+                f'{embed.patch_size[0]}x{embed.patch_size[1]}')
+        return x, is_image
+
+    def _temporal_embed(self, num_frames: int) -> torch.Tensor:
+        return resample_temporal_embed(self.temporal_embed, num_frames)
+
+    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int], bool]:
+        """Clip -> tokens (B, T, N, D) with spatial and temporal position embeddings, and the patch grid."""
+        x, is_image = self._as_clip(x)
+        batch, _, frames, height, width = x.shape
+        grid_size = self.patch_embed.dynamic_feat_size((height, width))
+        x = self.patch_embed(rearrange(x, 'b c t h w -> (b t) c h w'))
+        x = self._pos_embed(x)  # timm: prefix tokens + spatial position embedding
+        x = rearrange(x, '(b t) n d -> b t n d', b=batch) + self._temporal_embed(frames)
+        x = self.patch_drop(x)
+        x = self.norm_pre(x)
+        return x, grid_size, is_image
+
+    def _forward_blocks(
+            self,
+            x: torch.Tensor,
+            grid_size: Tuple[int, int],
+            take_indices: Sequence[int] = (),
+            num_blocks: Optional[int] = None,
+    ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Run the blocks, merging frames after the InTI positions.
+
+        Tokens (B, T, N, D) in and out; blocks see them as a batch of frames ((B T), N, D).
+        Returns the output and the outputs of the blocks in ``take_indices``.
+        """
+        batch = x.shape[0]
+        intermediates = []
+        blocks = self.blocks if num_blocks is None else self.blocks[:num_blocks]
+        x = rearrange(x, 'b t n d -> (b t) n d')
+        for i, blk in enumerate(blocks):
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(blk, x)
+            else:
+                x = blk(x)
+            if i in take_indices:
+                intermediates.append(rearrange(x, '(b t) n d -> b t n d', b=batch))
+            if str(i + 1) in self.inti:
+                x = rearrange(x, '(b t) n d -> b t n d', b=batch)
+                x = self.inti[str(i + 1)](x, grid_size)
+                x = rearrange(x, 'b t n d -> (b t) n d')
+        return rearrange(x, '(b t) n d -> b t n d', b=batch), intermediates
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> normalised tokens (B, T', N, D); (B, C, H, W) -> (B, N, D)."""
+        x, grid_size, is_image = self._embed(x)
+        x, _ = self._forward_blocks(x, grid_size)
+        x = self.norm(x)
+        return x.squeeze(1) if is_image else x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool every frame as timm's ViT does, average over frames, then the head.
+
+        Takes (B, T', N, D) tokens, or (B, N, D) for a single frame.
+        """
+        is_image = x.ndim == 3
+        if is_image:
+            x = x.unsqueeze(1)
+        batch = x.shape[0]
+        x = self.pool(rearrange(x, 'b t n d -> (b t) n d'))
+        x = rearrange(x, '(b t) ... -> b t ...', b=batch)
+        if self.global_pool:
+            x = x.mean(dim=1)  # average the pooled frames
+        elif is_image:
+            x = x.squeeze(1)
+        x = self.fc_norm(x)
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(x)
+        x = self.forward_head(x)
+        return x
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            return_prefix_tokens: bool = False,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Forward features and the outputs of selected blocks.
+
+        Args:
+            x: Clip (B, C, T, H, W) or image batch (B, C, H, W).
+            indices: Take the last n blocks if an int, all if None, the listed ones if a sequence.
+            return_prefix_tokens: Return (spatial, prefix) token pairs.
+            norm: Apply the final norm to the intermediates.
+            stop_early: Stop after the last block needed.
+            output_fmt: 'NCHW': (B, C, T_i, H, W) maps for clips, (B, C, H, W) for images;
+                'NLC': (B, T_i, L, C) tokens for clips, (B, L, C) for images. T_i is the
+                number of frames block i sees.
+            intermediates_only: Only return the intermediates.
+        """
+        if output_fmt not in ('NCHW', 'NLC'):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        x, (height, width), is_image = self._embed(x)
+        num_blocks = max_index + 1 if stop_early else None
+        x, intermediates = self._forward_blocks(x, (height, width), take_indices, num_blocks)
+
+        if norm:
+            intermediates = [self.norm(y) for y in intermediates]
+        p = self.num_prefix_tokens
+        prefix_tokens = [y[:, :, :p] for y in intermediates]
+        intermediates = [y[:, :, p:] for y in intermediates]
+        if output_fmt == 'NCHW':
+            intermediates = [rearrange(y, 'b t (h w) c -> b c t h w', h=height, w=width) for y in intermediates]
+        if is_image:
+            time_dim = 2 if output_fmt == 'NCHW' else 1
+            intermediates = [y.squeeze(time_dim) for y in intermediates]
+            prefix_tokens = [y.squeeze(1) for y in prefix_tokens]
+        if return_prefix_tokens and p:
+            intermediates = list(zip(intermediates, prefix_tokens))
+        if intermediates_only:
+            return intermediates
+        x = self.norm(x)
+        return (x.squeeze(1) if is_image else x), intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        take_indices = super().prune_intermediate_layers(indices, prune_norm, prune_head)
+        for key in [k for k in self.inti if int(k) >= len(self.blocks)]:
+            del self.inti[key]  # merges after the last kept block feed nothing
+        return take_indices
+
+
+def _weights_source(pretrained_cfg: Dict[str, Any]) -> str:
+    """Where timm loads pretrained weights from, for error messages (order as timm resolves it)."""
+    if pretrained_cfg.get('source') == 'hf-hub' and pretrained_cfg.get('hf_hub_id'):
+        return f"hf-hub:{pretrained_cfg['hf_hub_id']}"
+    if pretrained_cfg.get('file'):
+        return str(pretrained_cfg['file'])
+    if pretrained_cfg.get('state_dict') is not None:
+        return 'the state_dict in pretrained_cfg'
+    if pretrained_cfg.get('hf_hub_id'):
+        return f"hf-hub:{pretrained_cfg['hf_hub_id']}"
+    return pretrained_cfg.get('url') or 'the checkpoint'
+
+
+def _key_list(keys: List[str], limit: int = 8) -> str:
+    more = f' and {len(keys) - limit} more' if len(keys) > limit else ''
+    return ', '.join(keys[:limit]) + more
+
+
+def _check_fits(state_dict: Dict[str, torch.Tensor], model: VideoVisionTransformer) -> None:
+    """Refuse a converted checkpoint that would load partially, naming the source and the keys."""
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    expected = model.state_dict()
+    # timm's load_pretrained drops the classifier when the class count differs, and adapts the
+    # first conv to other channel counts; those keys may differ here
+    classifiers = cfg.get('classifier') or ()
+    classifiers = (classifiers,) if isinstance(classifiers, str) else classifiers
+    new_head = model.num_classes != cfg.get('num_classes', model.num_classes)
+    skip = {f'{c}.{p}' for c in classifiers for p in ('weight', 'bias')} if new_head else set()
+    first_conv = f"{cfg.get('first_conv') or 'patch_embed.proj'}.weight"
+
+    missing = [k for k in expected if k not in state_dict and k not in skip]
+    unexpected = [k for k in state_dict if k not in expected and k not in skip]
+    mismatched = []
+    for k, v in state_dict.items():
+        if k not in expected or k in skip or v.shape == expected[k].shape:
+            continue
+        if k == first_conv and v.ndim == 4 and v.shape[0] == expected[k].shape[0] and v.shape[2:] == expected[k].shape[2:]:
+            continue  # other input channels: adapted by timm's load_pretrained
+        mismatched.append(f'{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}')
+    if missing or unexpected or mismatched:
+        problems = []
+        if missing:
+            problems.append(f'missing keys: {_key_list(missing)}')
+        if unexpected:
+            problems.append(f'unexpected keys: {_key_list(unexpected)}')
+        if mismatched:
+            problems.append(f'shape mismatches (checkpoint vs model): {_key_list(mismatched)}')
+        arch = cfg.get('architecture') or type(model).__name__
+        raise CheckpointError(f'{_weights_source(cfg)} does not fit {arch}: ' + '; '.join(problems))
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VideoVisionTransformer) -> Dict[str, torch.Tensor]:
+    """Map a checkpoint onto a video model, refusing anything that would load partially.
+
+    Accepts a CLIP image tower in timm, OpenAI or open_clip format (converted by timm's ViT
+    filter, which also resamples position and patch embeddings), or a video checkpoint of
+    this model family (its temporal embedding is resampled to ``model.num_frames``).
+    An image tower leaves the InTI layers at their averaging init and the temporal
+    embedding at zero.
+    """
+    state_dict = _vit_checkpoint_filter_fn(state_dict, model)
+    if 'temporal_embed' in state_dict:
+        state_dict['temporal_embed'] = resample_temporal_embed(state_dict['temporal_embed'], model.num_frames)
+    else:
+        for k, v in model.state_dict().items():
+            if k.startswith(model.video_only_prefixes):
+                state_dict[k] = v
+    _check_fits(state_dict, model)
+    return state_dict
+
+
+# MLP activation each family of CLIP weights was trained with (OpenAI's CLIP uses QuickGELU)
+_TAG_ACT_LAYER = {
+    'openai': 'quick_gelu',
+    'laion2b': 'gelu',
+    'datacompxl': 'gelu',
+}
+
+
+def _tag_act_layer(variant: str, pretrained_cfg: Any) -> str:
+    tag = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg).tag
+    return _TAG_ACT_LAYER.get(tag, 'quick_gelu')
+
+
+def _create_inti_vit(variant: str, pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
+    out_indices = kwargs.pop('out_indices', 3)
+    if 'act_layer' not in kwargs:
+        # the activation follows the weights a tag loads, not the architecture name
+        kwargs['act_layer'] = _tag_act_layer(variant, kwargs.get('pretrained_cfg'))
+    model = build_model_with_cfg(
+        VideoVisionTransformer,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=out_indices, feature_cls='getter'),
+        **kwargs,
+    )
+    if isinstance(kwargs['act_layer'], str):
+        update_model_args(model, act_layer=kwargs['act_layer'])  # saved configs rebuild the same activation
+    return model
+
+
+def _cfg(hf_hub_id: str, **kwargs) -> Dict[str, Any]:
+    return {
+        'hf_hub_id': hf_hub_id,
+        'num_classes': 512,
+        'input_size': (3, 224, 224),
+        'pool_size': None,
+        'crop_pct': 1.0,
+        'interpolation': 'bicubic',
+        'fixed_input_size': True,
+        'mean': OPENAI_CLIP_MEAN,
+        'std': OPENAI_CLIP_STD,
+        'first_conv': 'patch_embed.proj',
+        'classifier': 'head',
+        'paper_ids': 'arXiv:2408.06840',
+        'paper_name': 'Dynamic and Compressive Adaptation of Transformers From Images to Videos',
+        **kwargs,
+    }
+
+
+# CLIP image towers that timm publishes on the Hub; the head is CLIP's image projection.
+# These are image weights: InTI layers and temporal embeddings start at their init.
+_CLIP_TOWERS = {
+    'b16': {
+        'openai': _cfg('timm/vit_base_patch16_clip_224.openai', crop_pct=0.9, license='mit'),
+        'laion2b': _cfg('timm/vit_base_patch16_clip_224.laion2b', license='mit'),
+        'datacompxl': _cfg('timm/vit_base_patch16_clip_224.datacompxl', license='mit'),
+    },
+    'l14': {
+        'openai': _cfg('timm/vit_large_patch14_clip_224.openai', num_classes=768, license='mit'),
+        'laion2b': _cfg(
+            'timm/vit_large_patch14_clip_224.laion2b', num_classes=768, license='mit',
+            mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD),
+        'datacompxl': _cfg('timm/vit_large_patch14_clip_224.datacompxl', num_classes=768, license='mit'),
+    },
+}
+
+# short name users type -> (timm-style name, CLIP tower); a tower's first tag is the default
+_MODELS = {
+    'inti_vit_b16': ('inti_vit_base_patch16_clip_224', 'b16'),
+    'inti_vit_b16_deep': ('inti_vit_base_patch16_clip_224_deep', 'b16'),
+    'inti_vit_l14': ('inti_vit_large_patch14_clip_224', 'l14'),
+    'inti_vit_l14_deep': ('inti_vit_large_patch14_clip_224_deep', 'l14'),
+}
+MODEL_ALIASES = {alias: long_name for alias, (long_name, _) in _MODELS.items()}
+
+default_cfgs = generate_default_cfgs({
+    f'{name}.{tag}': cfg
+    for alias, (long_name, tower) in _MODELS.items()
+    for name in (long_name, alias)
+    for tag, cfg in _CLIP_TOWERS[tower].items()
+})
+
+_VIT_B16_CLIP = dict(
+    patch_size=16, embed_dim=768, depth=12, num_heads=12, pre_norm=True, norm_layer=partial(LayerNorm, eps=1e-5))
+_VIT_L14_CLIP = dict(
+    patch_size=14, embed_dim=1024, depth=24, num_heads=16, pre_norm=True, norm_layer=partial(LayerNorm, eps=1e-5))
+
+
+def _inti_vit_b16(variant: str, pretrained: bool, **kwargs) -> VideoVisionTransformer:
+    model_args = dict(_VIT_B16_CLIP, inti_after=(3,))
+    return _create_inti_vit(variant, pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+def _inti_vit_b16_deep(variant: str, pretrained: bool, **kwargs) -> VideoVisionTransformer:
+    model_args = dict(_VIT_B16_CLIP, inti_after=(3, 6, 9))
+    return _create_inti_vit(variant, pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+def _inti_vit_l14(variant: str, pretrained: bool, **kwargs) -> VideoVisionTransformer:
+    model_args = dict(_VIT_L14_CLIP, inti_after=(6,))
+    return _create_inti_vit(variant, pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+def _inti_vit_l14_deep(variant: str, pretrained: bool, **kwargs) -> VideoVisionTransformer:
+    model_args = dict(_VIT_L14_CLIP, inti_after=(6, 12, 18))
+    return _create_inti_vit(variant, pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def inti_vit_base_patch16_clip_224(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
+    """ CLIP ViT-B/16, one InTI layer after 3 of 12 blocks: 37.5% fewer GFLOPs than per-frame ViT-B/16.
+    """
+    return _inti_vit_b16('inti_vit_base_patch16_clip_224', pretrained, **kwargs)
+
+
+@register_model
+def inti_vit_b16(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
+    """ Short name of inti_vit_base_patch16_clip_224.
+    """
+    return _inti_vit_b16('inti_vit_b16', pretrained, **kwargs)
+
+
+@register_model
+def inti_vit_base_patch16_clip_224_deep(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
+    """ CLIP ViT-B/16, InTI after every quarter of the blocks (3, 6, 9): 52.5% fewer GFLOPs than per-frame.
+    """
+    return _inti_vit_b16_deep('inti_vit_base_patch16_clip_224_deep', pretrained, **kwargs)
+
+
+@register_model
+def inti_vit_b16_deep(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
+    """ Short name of inti_vit_base_patch16_clip_224_deep.
+    """
+    return _inti_vit_b16_deep('inti_vit_b16_deep', pretrained, **kwargs)
+
+
+@register_model
+def inti_vit_large_patch14_clip_224(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
+    """ CLIP ViT-L/14, one InTI layer after 6 of 24 blocks: 37.5% fewer GFLOPs than per-frame ViT-L/14.
+    """
+    return _inti_vit_l14('inti_vit_large_patch14_clip_224', pretrained, **kwargs)
+
+
+@register_model
+def inti_vit_l14(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
+    """ Short name of inti_vit_large_patch14_clip_224.
+    """
+    return _inti_vit_l14('inti_vit_l14', pretrained, **kwargs)
+
+
+@register_model
+def inti_vit_large_patch14_clip_224_deep(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
+    """ CLIP ViT-L/14, InTI after every quarter of the blocks (6, 12, 18): 52.5% fewer GFLOPs than per-frame.
+    """
+    return _inti_vit_l14_deep('inti_vit_large_patch14_clip_224_deep', pretrained, **kwargs)
+
+
+@register_model
+def inti_vit_l14_deep(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
+    """ Short name of inti_vit_large_patch14_clip_224_deep.
+    """
+    return _inti_vit_l14_deep('inti_vit_l14_deep', pretrained, **kwargs)
