@@ -163,17 +163,14 @@ class InTI(nn.Module):
         first, second = rearrange(paired, 'b (t two) n d -> two b t n d', two=2)
 
         if self.weighting == 'mean':
-            merged = (first + second) * 0.5
+            merged = first * 0.5 + second * 0.5
         else:
             context = rearrange(self._context(paired, grid_size), 'b (t two) n c -> b t n (two c)', two=2)
             logits = self.mlp(context)  # (B, T // 2, N, 2)
-            if self.weighting == 'softmax':
-                # softmax over the pair: w_first = 1 - w_second, so one lerp does the sum
-                weight = logits.softmax(dim=-1)[..., 1:].to(x.dtype)
-                merged = torch.lerp(first, second, weight)
-            else:
-                gates = logits.sigmoid().to(x.dtype)
-                merged = first * gates[..., :1] + second * gates[..., 1:]
+            weights = logits.softmax(dim=-1) if self.weighting == 'softmax' else logits.sigmoid()
+            weights = weights.to(x.dtype)
+            # zero logits give weights of exactly 0.5: the fresh layer is a bitwise exact average
+            merged = first * weights[..., :1] + second * weights[..., 1:]
 
         if num_frames % 2:
             merged = torch.cat([merged, x[:, -1:]], dim=1)

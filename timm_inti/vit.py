@@ -132,7 +132,7 @@ class VideoVisionTransformer(VisionTransformer):
     def group_matcher(self, coarse: bool = False) -> Dict[str, Union[str, List]]:
         # an InTI layer after k blocks joins the group of the block it feeds (blocks.k)
         return dict(
-            stem=r'^(cls_token|reg_token|pos_embed|temporal_embed|patch_embed|norm_pre)',
+            stem=r'^(?:cls_token|reg_token|pos_embed|temporal_embed|patch_embed|norm_pre)',
             blocks=[(r'^blocks\.(\d+)', None), (r'^inti\.(\d+)', None), (r'^norm', (99999,))],
         )
 

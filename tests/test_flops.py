@@ -1,0 +1,49 @@
+"""FLOP counting: attention is counted, the closed-form model agrees with fvcore, and InTI's budget holds."""
+import pytest
+import timm
+import torch
+from fvcore.nn import FlopCountAnalysis
+
+from conftest import TINY_KWARGS
+from timm_inti.flops import count_flops, formula_flops
+
+
+@pytest.mark.parametrize('kwargs, frames', [
+    (dict(inti_after=()), 8),
+    (dict(inti_after=(1, 3)), 7),
+    (dict(inti_after=(2,), class_token=False, global_pool='avg', num_classes=10), 6),
+    (dict(inti_after=(2,), img_size=(32, 48), inti_kernel_sizes=(1,), inti_global_context=False), 4),
+    (dict(inti_after=(2,), inti_weighting='mean'), 4),
+])
+def test_formula_agrees_with_fvcore(kwargs, frames):
+    model = timm.create_model('inti_vit_b16', **dict(TINY_KWARGS, **kwargs)).eval()
+    x = torch.randn(1, 3, frames, *model.patch_embed.img_size)
+    counted, formula = count_flops(model, x), formula_flops(model, frames)
+    assert abs(formula.total - counted.total) <= 0.01 * counted.total
+    assert formula.inti == counted.inti
+
+
+def test_attention_is_counted():
+    model = timm.create_model('inti_vit_b16', inti_after=(), **TINY_KWARGS).eval()
+    x = torch.randn(1, 3, 2, 32, 32)
+    plain = FlopCountAnalysis(model, x)
+    plain.unsupported_ops_warnings(False)
+    plain.uncalled_modules_warnings(False)
+    tokens, dim, depth = 17, 64, 4
+    attention = depth * 2 * (2 * tokens * tokens * dim)  # frames x (Q K^T + attn V) per block
+    assert count_flops(model, x).total - plain.total() == attention
+
+
+def test_b16_cost_at_8_and_16_frames():
+    """Naive ViT-B/16 is ~17.58 G multiply-adds per 224x224 frame; one InTI after 3 blocks leaves <= 0.630."""
+    naive = timm.create_model('inti_vit_b16', inti_after=()).eval()
+    inti = timm.create_model('inti_vit_b16').eval()
+    naive_8 = count_flops(naive, torch.randn(1, 3, 8, 224, 224))
+    assert naive_8.gflops == pytest.approx(140.7, rel=1e-3)
+    for frames in (8, 16):
+        counted = count_flops(inti, torch.randn(1, 3, frames, 224, 224))
+        ratio = counted.total / (naive_8.total * frames / 8)
+        assert ratio <= 0.630
+        assert abs((1 - ratio) - 0.375) <= 0.005  # 37.5% fewer, within half a point, InTI included
+        assert 0 < counted.inti_share < 0.004
+        assert formula_flops(inti, frames).total == pytest.approx(counted.total, rel=0.01)
