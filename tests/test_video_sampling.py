@@ -1,0 +1,59 @@
+"""Frame sampling: in range, in order, deterministic under a seed, and the right count for short videos."""
+import pytest
+import torch
+
+from timm_inti.video import dense_indices, sample_indices, segment_indices
+
+
+@pytest.mark.parametrize('num_video_frames', [1, 3, 8, 9, 100, 301])
+def test_segment_training_takes_one_frame_per_segment(num_video_frames):
+    for seed in range(5):
+        idx = segment_indices(num_video_frames, 8, train=True, generator=torch.Generator().manual_seed(seed))
+        assert idx.shape == (8,) and idx.dtype == torch.long
+        assert idx.min() >= 0 and idx.max() < num_video_frames
+        assert torch.all(idx[1:] >= idx[:-1]), 'frames stay in temporal order'
+        segment = num_video_frames / 8
+        for k, i in enumerate(idx.tolist()):  # frame k lies in segment k (short videos repeat frames)
+            assert int(k * segment) <= i <= max(int(k * segment), int((k + 1) * segment - 1e-9))
+
+
+def test_training_sampling_is_deterministic_under_a_seed_and_random_across_seeds():
+    draw = lambda seed, f: f(generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    seg = lambda generator: segment_indices(300, 8, train=True, generator=generator)  # noqa: E731
+    dense = lambda generator: dense_indices(300, 8, 4, train=True, generator=generator)  # noqa: E731
+    for f in (seg, dense):
+        assert torch.equal(draw(1, f), draw(1, f))
+        assert len({tuple(draw(s, f).tolist()) for s in range(10)}) > 5
+
+
+def test_segment_evaluation_is_centred_and_spreads_several_clips():
+    assert segment_indices(80, 8, train=False).tolist() == [[5, 15, 25, 35, 45, 55, 65, 75]]
+    clips = segment_indices(80, 8, train=False, num_clips=2)
+    assert clips.tolist() == [[2, 12, 22, 32, 42, 52, 62, 72], [7, 17, 27, 37, 47, 57, 67, 77]]
+
+
+def test_dense_sampling_strides_and_windows():
+    idx = dense_indices(100, 8, 4, train=True, generator=torch.Generator().manual_seed(0))
+    assert torch.all(idx[1:] - idx[:-1] == 4) and idx.max() < 100
+    centre = dense_indices(100, 8, 4, train=False)
+    before, after = centre[0, 0].item(), 99 - centre[0, -1].item()  # frames left out on each side
+    assert centre.shape == (1, 8) and abs(before - after) <= 1
+    clips = dense_indices(100, 8, 4, train=False, num_clips=3)
+    starts = clips[:, 0].tolist()
+    assert starts == sorted(starts) and starts[0] < 35 < starts[2] and clips.max() < 100
+
+
+def test_short_videos_give_a_full_clip_in_order():
+    idx = dense_indices(5, 8, 2, train=True)
+    assert idx.tolist() == [0, 2, 4, 4, 4, 4, 4, 4]  # clamped: the last frame repeats
+    assert segment_indices(2, 4, train=False).tolist() == [[0, 0, 1, 1]]
+    assert sample_indices(1, 8, train=True).tolist() == [0] * 8
+
+
+def test_sample_indices_dispatches_and_bad_arguments_are_named():
+    assert torch.equal(sample_indices(100, 8, train=False, stride=2), dense_indices(100, 8, 2, train=False))
+    assert torch.equal(sample_indices(100, 8, train=False), segment_indices(100, 8, train=False))
+    with pytest.raises(ValueError, match='video of 0 frames'):
+        segment_indices(0, 8, train=True)
+    with pytest.raises(ValueError, match='stride'):
+        dense_indices(10, 4, 0, train=True)

@@ -1,0 +1,265 @@
+""" Video classification datasets: class folders and annotation lists.
+
+  * ``VideoFolder``: ``root/<class>/<video>`` as timm's image folders (timm's own folder
+    walk, video extensions), classes in natural sort order;
+  * ``VideoList``: an annotation list, either mmaction/Kinetics-style lines
+    ``relative/path.mp4 label`` (label an index or a class name), or a CSV with ``path``
+    and ``label`` columns. Paths are relative to ``root``.
+
+An item is ``(clip, label, bad)``: ``clip`` is (C, T, H, W), or (V, C, T, H, W) with several
+evaluation views (``num_clips`` temporal clips x ``num_crops`` spatial crops, clip-major);
+``bad`` lists the ``(path, reason)`` of videos that could not be decoded on the way.
+A video that cannot be decoded never raises inside a DataLoader worker. With
+``bad_files='skip'`` its item has ``clip=None`` and ``collate_videos`` drops it from the
+batch; with ``'replace'`` the next decodable video of the dataset stands in. The batch
+carries the failures to the main process, where ``BadVideoLog`` reports each file once
+and counts them.
+"""
+import csv
+import logging
+import os
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+from timm.data.readers.reader_image_folder import find_images_and_targets
+
+from .decode import VIDEO_EXTENSIONS, VideoDecodeError, VideoInfo, read_frames
+from .sampling import sample_indices
+from .transforms import create_video_transform
+
+__all__ = [
+    'VideoDataset', 'VideoFolder', 'VideoList', 'VideoBatch', 'BadVideoLog', 'collate_videos', 'create_video_datasets',
+]
+
+_logger = logging.getLogger(__name__)
+
+BAD_FILE_POLICIES = ('skip', 'replace')
+_MAX_REPLACEMENTS = 16
+
+
+class VideoDataset(torch.utils.data.Dataset):
+    """Labelled videos decoded, sampled and transformed into clips.
+
+    Args:
+        samples: (path, class index) pairs.
+        classes: Class names, by index.
+        transform: Decoded uint8 frames (T, H, W, 3) -> clip tensor (``create_video_transform``).
+        num_frames: Frames per clip.
+        train: Random sampling (one clip), or deterministic multi-clip evaluation sampling.
+        num_clips: Temporal clips per video for evaluation.
+        stride: Dense sampling with this frame stride; segment (TSN) sampling when None.
+        bad_files: 'skip' or 'replace' a video that cannot be decoded.
+        backend: Decoding backend ('pyav', 'torchcodec'; default: the first available).
+    """
+
+    def __init__(
+            self,
+            samples: Sequence[Tuple[str, int]],
+            classes: Sequence[str],
+            transform: Callable[[torch.Tensor], torch.Tensor],
+            num_frames: int,
+            train: bool,
+            num_clips: int = 1,
+            stride: Optional[int] = None,
+            bad_files: str = 'skip',
+            backend: Optional[str] = None,
+    ):
+        if bad_files not in BAD_FILE_POLICIES:
+            raise ValueError(f'bad_files must be one of {BAD_FILE_POLICIES}, got {bad_files!r}')
+        if train and num_clips != 1:
+            raise ValueError('training samples one clip per video')
+        self.samples = list(samples)
+        self.classes = list(classes)
+        self.transform = transform
+        self.num_frames = num_frames
+        self.train = train
+        self.num_clips = num_clips
+        self.stride = stride
+        self.bad_files = bad_files
+        self.backend = backend
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def targets(self) -> List[int]:
+        return [label for _, label in self.samples]
+
+    def _indices(self, info: VideoInfo) -> List[int]:
+        indices = sample_indices(info.num_frames, self.num_frames, self.train, self.num_clips, self.stride)
+        return indices.flatten().tolist()
+
+    def load(self, path: str) -> torch.Tensor:
+        """Decode, sample and transform one video (raises ``VideoDecodeError``)."""
+        frames, _ = read_frames(path, self._indices, backend=self.backend)
+        if self.train:
+            return self.transform(frames)
+        clips = [self.transform(clip) for clip in frames.split(self.num_frames)]
+        views = torch.cat([c if c.ndim == 5 else c[None] for c in clips])  # (clips x crops, C, T, H, W)
+        return views if views.shape[0] > 1 else views[0]
+
+    def __getitem__(self, index: int):
+        bad = []
+        for attempt in range(_MAX_REPLACEMENTS if self.bad_files == 'replace' else 1):
+            path, label = self.samples[(index + attempt) % len(self.samples)]
+            try:
+                return self.load(path), label, tuple(bad)
+            except VideoDecodeError as e:
+                bad.append((e.path, e.reason))
+        if self.bad_files == 'skip':
+            return None, -1, tuple(bad)
+        raise RuntimeError(f'{len(bad)} videos in a row could not be decoded, the first: {bad[0][0]}: {bad[0][1]}')
+
+
+class VideoFolder(VideoDataset):
+    """``root/<class>/<video>`` (any depth below the class folder), timm's image-folder layout for videos.
+
+    ``class_to_idx`` fixes the class order (e.g. a validation folder takes the training one's).
+    """
+
+    def __init__(self, root: str, class_to_idx: Optional[Dict[str, int]] = None, **kwargs):
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f'video folder {root} does not exist')
+        samples, class_to_idx = find_images_and_targets(root, types=VIDEO_EXTENSIONS, class_to_idx=class_to_idx)
+        if not samples:
+            raise FileNotFoundError(f'no videos ({", ".join(VIDEO_EXTENSIONS)}) in class folders under {root}')
+        self.root = root
+        self.class_to_idx = class_to_idx
+        classes = sorted(class_to_idx, key=class_to_idx.get)
+        super().__init__(samples, classes, **kwargs)
+
+
+def _read_annotations(list_file: str) -> List[Tuple[str, str]]:
+    if list_file.endswith('.csv'):
+        with open(list_file, newline='') as f:
+            reader = csv.DictReader(f)
+            fields = reader.fieldnames or []
+            if 'path' not in fields or 'label' not in fields:
+                raise ValueError(f'{list_file}: a CSV annotation list needs "path" and "label" columns, got {fields}')
+            return [(row['path'], row['label']) for row in reader]
+    rows = []
+    with open(list_file) as f:
+        for line_no, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith('#'):
+                continue
+            parts = line.rsplit(maxsplit=1)
+            if len(parts) != 2:
+                raise ValueError(f'{list_file}:{line_no}: expected "path label", got {line!r}')
+            rows.append((parts[0], parts[1]))
+    return rows
+
+
+class VideoList(VideoDataset):
+    """An annotation list: lines ``path label`` or a CSV with ``path`` and ``label`` columns.
+
+    Labels are class indices or class names. Names become classes in sorted order unless
+    ``classes`` gives them; indices take their names from ``classes`` when given.
+    """
+
+    def __init__(self, list_file: str, root: str = '', classes: Optional[Sequence[str]] = None, **kwargs):
+        if not os.path.isfile(list_file):
+            raise FileNotFoundError(f'annotation list {list_file} does not exist')
+        rows = _read_annotations(list_file)
+        if not rows:
+            raise ValueError(f'{list_file}: no annotations')
+        labels = [label for _, label in rows]
+        if all(label.lstrip('-').isdigit() for label in labels):
+            targets = [int(label) for label in labels]
+            classes = list(classes) if classes else [str(i) for i in range(max(targets) + 1)]
+        else:
+            classes = list(classes) if classes else sorted(set(labels))
+            index = {name: i for i, name in enumerate(classes)}
+            unknown = sorted(set(labels) - set(index))
+            if unknown:
+                raise ValueError(f'{list_file}: labels not among the classes: {", ".join(unknown[:5])}')
+            targets = [index[label] for label in labels]
+        if min(targets) < 0 or max(targets) >= len(classes):
+            raise ValueError(f'{list_file}: class indices must lie in [0, {len(classes)}), got {min(targets)}..{max(targets)}')
+        self.root = root
+        samples = [(os.path.join(root, path), target) for (path, _), target in zip(rows, targets)]
+        super().__init__(samples, classes, **kwargs)
+
+
+class VideoBatch(NamedTuple):
+    clips: torch.Tensor  # (B, C, T, H, W) or (B, V, C, T, H, W)
+    labels: torch.Tensor  # (B,)
+    bad: Tuple[Tuple[str, str], ...]  # (path, reason) of videos that could not be decoded
+
+
+def collate_videos(items) -> VideoBatch:
+    """Stack the decodable clips of a batch and gather the failures."""
+    bad = tuple(b for _, _, item_bad in items for b in item_bad)
+    good = [(clip, label) for clip, label, _ in items if clip is not None]
+    if not good:
+        return VideoBatch(torch.empty(0), torch.empty(0, dtype=torch.long), bad)
+    clips, labels = zip(*good)
+    return VideoBatch(torch.stack(clips), torch.tensor(labels, dtype=torch.long), bad)
+
+
+class BadVideoLog:
+    """Reports every video that could not be decoded once, with its reason, and counts them."""
+
+    def __init__(self, logger: logging.Logger = _logger):
+        self.reasons: Dict[str, str] = {}
+        self.logger = logger
+
+    def update(self, bad: Sequence[Tuple[str, str]]) -> None:
+        for path, reason in bad:
+            if path not in self.reasons:
+                self.reasons[path] = reason
+                self.logger.warning(f'unreadable video skipped: {path}: {reason}')
+
+    def __len__(self) -> int:
+        return len(self.reasons)
+
+    def summary(self) -> str:
+        return f'{len(self)} unreadable video{"s" if len(self) != 1 else ""}'
+
+
+def _split_dataset(data_dir: str, split: str, classes: Optional[Sequence[str]] = None, **kwargs) -> VideoDataset:
+    path = split if os.path.isabs(split) else os.path.join(data_dir or '', split)
+    if os.path.isdir(path):
+        class_to_idx = {name: i for i, name in enumerate(classes)} if classes else None
+        return VideoFolder(path, class_to_idx=class_to_idx, **kwargs)
+    if os.path.isfile(path):
+        return VideoList(path, root=data_dir or os.path.dirname(path), classes=classes, **kwargs)
+    raise FileNotFoundError(f'split {split!r}: {path} is neither a class folder nor an annotation list')
+
+
+def create_video_datasets(
+        data_dir: str,
+        data_config: Dict,
+        num_frames: int,
+        train_split: str = 'train',
+        val_split: str = 'val',
+        test_clips: int = 1,
+        test_crops: int = 1,
+        stride: Optional[int] = None,
+        bad_files: str = 'skip',
+        eval_only: bool = False,
+        backend: Optional[str] = None,
+        scale: Tuple[float, float] = (0.08, 1.0),
+        ratio: Tuple[float, float] = (3 / 4, 4 / 3),
+        hflip: float = 0.5,
+) -> Tuple[Optional[VideoDataset], Optional[VideoDataset]]:
+    """The training and validation datasets of a data folder, ready for a DataLoader with ``collate_videos``.
+
+    Each split is a class folder (``data_dir/train/<class>/...``) or an annotation list
+    (``data_dir/train.txt``, ``train.csv``, or an absolute path). The validation split
+    takes the training split's classes. ``eval_only`` builds the validation split alone;
+    an empty ``val_split`` builds none.
+    """
+    common = dict(num_frames=num_frames, stride=stride, bad_files=bad_files, backend=backend)
+    train_set = None
+    if not eval_only:
+        train_set = _split_dataset(
+            data_dir, train_split, train=True,
+            transform=create_video_transform(data_config, is_training=True, scale=scale, ratio=ratio, hflip=hflip),
+            **common)
+    val_set = None
+    if val_split:
+        val_set = _split_dataset(
+            data_dir, val_split, classes=getattr(train_set, 'classes', None), train=False, num_clips=test_clips,
+            transform=create_video_transform(data_config, is_training=False, num_crops=test_crops), **common)
+    return train_set, val_set
