@@ -67,12 +67,13 @@ def _seed():
 
 
 def write_video(path, num_frames: int = 48, size=(48, 64), fps: int = 25, codec: str = 'libx264',
-                container_options=None, direction: int = 1, noise: bool = False) -> Path:
+                container_options=None, direction: int = 1, noise: bool = False, background: int = 0) -> Path:
     """Write a small real video with PyAV whose frames ``frame_id`` can read back after lossy coding.
 
     Frame i: the top 8 rows hold i in binary (8 blocks, white for a set bit, lowest bit
     first, so i < 256); below, a white bar moves ``2 * direction`` columns per frame across a
-    dark background, with seeded noise when ``noise`` (which makes the file realistically big).
+    background of grey level ``background``, with seeded noise when ``noise`` (which makes the
+    file realistically big).
     """
     import av
     import numpy as np
@@ -86,6 +87,7 @@ def write_video(path, num_frames: int = 48, size=(48, 64), fps: int = 25, codec:
         stream.width, stream.height, stream.pix_fmt = width, height, 'yuv420p'
         for i in range(num_frames):
             img = np.zeros((height, width, 3), np.uint8)
+            img[8:] = background
             if noise:
                 img[8:] = rng.integers(0, 100, (height - 8, width, 3), dtype=np.uint8)
             for bit in range(8):

@@ -248,18 +248,20 @@ def create_video_datasets(
     Each split is a class folder (``data_dir/train/<class>/...``) or an annotation list
     (``data_dir/train.txt``, ``train.csv``, or an absolute path). The validation split
     takes the training split's classes. ``eval_only`` builds the validation split alone;
-    an empty ``val_split`` builds none.
+    an empty ``val_split`` builds none. ``bad_files`` is the training policy: evaluation
+    always skips unreadable videos, since a stand-in would be counted twice in the metrics.
     """
-    common = dict(num_frames=num_frames, stride=stride, bad_files=bad_files, backend=backend)
+    common = dict(num_frames=num_frames, stride=stride, backend=backend)
     train_set = None
     if not eval_only:
         train_set = _split_dataset(
-            data_dir, train_split, train=True,
+            data_dir, train_split, train=True, bad_files=bad_files,
             transform=create_video_transform(data_config, is_training=True, scale=scale, ratio=ratio, hflip=hflip),
             **common)
     val_set = None
     if val_split:
         val_set = _split_dataset(
             data_dir, val_split, classes=getattr(train_set, 'classes', None), train=False, num_clips=test_clips,
+            bad_files='skip',
             transform=create_video_transform(data_config, is_training=False, num_crops=test_crops), **common)
     return train_set, val_set

@@ -1,0 +1,136 @@
+"""The training command on real video files: learning, checkpoints, exact resumption, torchrun, frozen backbone."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+from timm.data import Mixup
+
+from conftest import write_video
+from timm_inti.train import main, mix_clips
+
+TINY = ['--model', 'inti_vit_b16', '--model-kwargs', 'embed_dim=64', 'depth=4', 'num_heads=2', 'patch_size=8',
+        'inti_after=(2,)', '--img-size', '32', '--num-frames', '4', '--workers', '0', '--warmup-epochs', '0']
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+    """Two classes that are easy to tell apart (dark or bright background, bar moving left or right)."""
+    root = tmp_path_factory.mktemp('videos')
+    for split, count in (('train', 4), ('val', 2)):
+        for label, direction, background in (('left', -1, 20), ('right', 1, 200)):
+            for k in range(count):
+                write_video(root / split / label / f'{label}{k}.mp4', num_frames=16 + 4 * k, size=(32, 32),
+                            direction=direction, background=background)
+    return root
+
+
+def summary(run_dir):
+    with open(run_dir / 'summary.csv') as f:
+        return list(csv.DictReader(f))
+
+
+def env_with_repo():
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get('PYTHONPATH', '')]))
+
+
+def test_learns_and_writes_checkpoints_logs_and_plots(data_dir, tmp_path):
+    args = ['--data-dir', str(data_dir), *TINY, '-b', '4', '--epochs', '6', '--lr', '2e-3', '--output', str(tmp_path),
+            '--experiment', 'run', '--model-ema', '--model-ema-decay', '0.5']
+    assert main(args) == 0
+    run = tmp_path / 'run'
+    rows = summary(run)
+    assert len(rows) == 6
+    losses = [float(r['train_loss']) for r in rows]
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert float(rows[-1]['eval_top1']) == 100.0
+    assert json.loads((run / 'summary.json').read_text())[-1]['epoch'] == '5'
+    assert (run / 'summary.png').stat().st_size > 0
+    assert {'last.pth.tar', 'model_best.pth.tar'} <= {p.name for p in run.iterdir()}
+    assert not any(p.name.startswith('tmp') for p in run.iterdir()), 'checkpoints are written atomically'
+
+    checkpoint = torch.load(run / 'last.pth.tar', map_location='cpu', weights_only=True)
+    assert checkpoint['arch'] == 'inti_vit_b16' and checkpoint['label_names'] == ['left', 'right']
+    assert checkpoint['epoch'] == 5 and checkpoint['step'] == 12
+    assert {'state_dict', 'state_dict_ema', 'optimizer', 'lr_scheduler', 'model_args'} <= set(checkpoint)
+    model = timm.create_model(checkpoint['arch'], **checkpoint['model_args'])  # the contract rebuilds the model
+    model.load_state_dict(checkpoint['state_dict'])
+    assert model.num_classes == 2 and model.inti_after == (2,)
+
+
+def test_eval_only_with_views(data_dir, tmp_path, capsys):
+    assert main(['--data-dir', str(data_dir), *TINY, '--epochs', '1', '--output', str(tmp_path), '--experiment', 'e']) == 0
+    capsys.readouterr()
+    assert main(['--data-dir', str(data_dir), *TINY, '--eval-only', '--resume', str(tmp_path / 'e' / 'last.pth.tar'),
+                 '--test-clips', '2', '--test-crops', '3']) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result['views'] == 6 and set(result['eval']) == {'loss', 'top1', 'top5'}
+
+
+def test_a_killed_run_resumes_to_the_same_weights(data_dir, tmp_path):
+    common = ['--data-dir', str(data_dir), *TINY, '-b', '2', '--epochs', '4', '--seed', '7', '--output', str(tmp_path),
+              '--mixup', '0.5', '--model-ema', '--model-ema-decay', '0.9']
+    assert main([*common, '--experiment', 'straight']) == 0
+
+    cmd = [sys.executable, '-m', 'timm_inti.train', *common, '--experiment', 'killed']
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env_with_repo())
+    for line in proc.stderr:
+        if line.startswith('epoch 1:'):  # epoch 1 is checkpointed and logged; epoch 2 is under way
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert len(summary(tmp_path / 'killed')) < 4
+    assert main([*common, '--experiment', 'killed', '--resume', str(tmp_path / 'killed' / 'last.pth.tar')]) == 0
+
+    straight = torch.load(tmp_path / 'straight' / 'last.pth.tar', map_location='cpu', weights_only=True)
+    resumed = torch.load(tmp_path / 'killed' / 'last.pth.tar', map_location='cpu', weights_only=True)
+    assert resumed['epoch'] == straight['epoch'] == 3
+    for key in ('state_dict', 'state_dict_ema'):
+        for name, tensor in straight[key].items():
+            assert torch.equal(tensor, resumed[key][name]), f'{key}.{name}'
+
+
+def test_torchrun_two_processes_on_cpu(data_dir, tmp_path):
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29533',
+           '-m', 'timm_inti.train', '--data-dir', str(data_dir), *TINY, '-b', '2', '--epochs', '2', '--device', 'cpu',
+           '--output', str(tmp_path), '--experiment', 'ddp']
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env_with_repo(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'rank 0/2 on cpu' in proc.stderr and 'rank 1/2 on cpu' in proc.stderr
+    rows = summary(tmp_path / 'ddp')
+    assert len(rows) == 2, 'one process writes the log'
+    assert all(int(r['train_samples']) == 8 for r in rows), 'both processes train: their samples add up'
+    assert os.listdir(tmp_path) == ['ddp']
+
+
+def test_frozen_backbone_trains_only_the_video_parts_and_head(data_dir, tmp_path):
+    start = timm.create_model('inti_vit_b16', embed_dim=64, depth=4, num_heads=2, patch_size=8, img_size=32,
+                              inti_after=(2,), num_classes=2, num_frames=4)
+    initial = tmp_path / 'initial.pth'
+    torch.save(start.state_dict(), initial)
+    assert main(['--data-dir', str(data_dir), *TINY, '--epochs', '1', '--freeze-backbone', '--initial-checkpoint',
+                 str(initial), '--output', str(tmp_path), '--experiment', 'peft', '--weight-decay', '0']) == 0
+    trained = torch.load(tmp_path / 'peft' / 'last.pth.tar', map_location='cpu', weights_only=True)['state_dict']
+    for name, tensor in start.state_dict().items():
+        video_part = name.startswith(('inti.', 'temporal_embed', 'head.'))
+        if name.startswith(('inti.2.mlp.fc2', 'head.')):
+            assert not torch.equal(trained[name], tensor), f'{name} should train'
+        elif not video_part:
+            assert torch.equal(trained[name], tensor), f'{name} should stay frozen'
+
+
+def test_cutmix_cuts_the_same_box_from_every_frame():
+    mixup = Mixup(mixup_alpha=0., cutmix_alpha=1.0, label_smoothing=0., num_classes=2)
+    clips = torch.stack([torch.zeros(3, 4, 16, 16), torch.ones(3, 4, 16, 16)])
+    mixed, target = mix_clips(mixup, clips.clone(), torch.tensor([0, 1]))
+    assert mixed.shape == clips.shape and target.shape == (2, 2)
+    box = mixed[0, 0, 0] == 1  # the region pasted into clip 0
+    assert box.any() and not box.all()
+    for t in range(4):
+        assert torch.equal(mixed[0, :, t] == 1, box.expand(3, 16, 16)), 'the same box on every frame'

@@ -1,0 +1,435 @@
+""" Fine-tune an InTI video model: timm's train.py, for clips.
+
+    timm-inti-train --data-dir DIR --model inti_vit_b16 --pretrained --num-frames 8 \\
+        -b 16 --epochs 30 --opt adamw --lr 3e-4 --sched cosine --layer-decay 0.75 --amp
+
+    torchrun --nproc_per_node=8 -m timm_inti.train --data-dir DIR ...                  # one node, 8 GPUs
+    torchrun --nnodes=2 --node_rank=R --nproc_per_node=8 --rdzv_backend=c10d \\
+        --rdzv_endpoint=HOST:29500 -m timm_inti.train --data-dir DIR ...                # two nodes
+
+Flags keep timm's train.py names. The machinery is timm's: the classification task, loss,
+optimizer, scheduler, Mixup/CutMix, EMA, AMP scaler, checkpoint saver and resume helpers,
+distributed setup; this file adds what clips need (Mixup over time, multi-view evaluation,
+the video datasets, a frozen-backbone mode) and exact resumption.
+
+Resuming is exact at epoch boundaries: every epoch reseeds the Python, NumPy and torch
+generators, the loader's shuffling and its workers from ``--seed`` and the epoch number,
+so a run killed mid-epoch and restarted with ``--resume OUTPUT/last.pth.tar`` replays the
+interrupted epoch and ends with the same weights as an uninterrupted run.
+"""
+import argparse
+import csv
+import json
+import logging
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from typing import Any, Dict, Optional
+
+import numpy as np
+import timm
+import timm.optim
+import timm.scheduler
+import timm.utils
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from timm.data import Mixup, resolve_input_data_config
+from timm.data.distributed_sampler import OrderedDistributedSampler
+from timm.loss import SoftTargetCrossEntropy
+from timm.task import (
+    ClassificationEvaluator, ClassificationTask, evaluation_sample_limit, load_task_ema_checkpoint,
+    resume_task_checkpoint)
+
+_logger = logging.getLogger('timm_inti.train')
+
+CHECKPOINT_VERSION = 2  # timm's: the stored epoch is the one that finished
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description='Fine-tune an InTI video ViT on class-folder or annotation-list video datasets.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    group = parser.add_argument_group('Dataset')
+    group.add_argument('--data-dir', metavar='DIR', help='root with train/ and val/ class folders, or of list paths')
+    group.add_argument('--train-split', default='train', help='folder or annotation list (path relative to --data-dir or absolute)')
+    group.add_argument('--val-split', default='val', help='folder or annotation list; "" for no validation')
+    group.add_argument('--num-frames', type=int, default=8, help='frames per clip')
+    group.add_argument('--test-clips', type=int, default=1, help='temporal clips per video for evaluation')
+    group.add_argument('--test-crops', type=int, default=1, choices=(1, 3), help='spatial crops per clip for evaluation')
+    group.add_argument('--stride', type=int, default=None, help='dense sampling with this frame stride (default: segments)')
+    group.add_argument('--bad-files', default='replace', choices=('skip', 'replace'),
+                       help='a training video that cannot be decoded: replace it by the next one, or skip it '
+                            '(evaluation always skips); each is reported once and counted')
+
+    group = parser.add_argument_group('Model')
+    group.add_argument('--model', default='inti_vit_b16', help='timm model name')
+    group.add_argument('--pretrained', action='store_true', help='start from pretrained (CLIP) weights')
+    group.add_argument('--initial-checkpoint', default='', help='load these model weights before training')
+    group.add_argument('--resume', default='', help='resume model, optimizer, scaler, EMA and epoch from a checkpoint')
+    group.add_argument('--num-classes', type=int, default=None, help='default: the number of classes in the data')
+    group.add_argument('--img-size', type=int, default=None, help='frame size (default: the model\'s)')
+    group.add_argument('--model-kwargs', nargs='*', default={}, action=timm.utils.ParseKwargs,
+                       help='extra model kwargs, k=v (e.g. embed_dim=64 depth=4 inti_after="(2,)")')
+    group.add_argument('--drop-path', type=float, default=None, help='stochastic depth rate')
+    group.add_argument('--grad-checkpointing', action='store_true', help='trade compute for activation memory')
+    group.add_argument('--freeze-backbone', action='store_true',
+                       help='parameter-efficient: train only the InTI layers, temporal modules and the head')
+
+    group = parser.add_argument_group('Optimization')
+    group.add_argument('-b', '--batch-size', type=int, default=8, help='clips per process per step')
+    group.add_argument('-vb', '--validation-batch-size', type=int, default=None)
+    group.add_argument('--epochs', type=int, default=30)
+    group.add_argument('--opt', default='adamw')
+    group.add_argument('--lr', type=float, default=3e-4)
+    group.add_argument('--weight-decay', type=float, default=0.05)
+    group.add_argument('--momentum', type=float, default=0.9)
+    group.add_argument('--opt-eps', type=float, default=None)
+    group.add_argument('--opt-betas', type=float, nargs='+', default=None)
+    group.add_argument('--layer-decay', type=float, default=None, help='layer-wise lr decay (e.g. 0.75)')
+    group.add_argument('--clip-grad', type=float, default=None)
+    group.add_argument('--clip-mode', default='norm')
+    group.add_argument('--sched', default='cosine')
+    group.add_argument('--sched-on-updates', action='store_true', help='step the scheduler every update')
+    group.add_argument('--warmup-epochs', type=int, default=0)
+    group.add_argument('--warmup-lr', type=float, default=1e-6)
+    group.add_argument('--min-lr', type=float, default=1e-6)
+    group.add_argument('--cooldown-epochs', type=int, default=0)
+    group.add_argument('--decay-epochs', type=float, default=30)
+    group.add_argument('--decay-rate', type=float, default=0.1)
+    group.add_argument('--grad-accum-steps', type=int, default=1)
+
+    group = parser.add_argument_group('Regularization')
+    group.add_argument('--smoothing', type=float, default=0.1, help='label smoothing')
+    group.add_argument('--mixup', type=float, default=0.0, help='mixup alpha')
+    group.add_argument('--cutmix', type=float, default=0.0, help='cutmix alpha (the same box on every frame)')
+    group.add_argument('--mixup-prob', type=float, default=1.0)
+    group.add_argument('--mixup-switch-prob', type=float, default=0.5)
+    group.add_argument('--model-ema', action='store_true', help='keep an EMA of the weights; evaluate and keep it')
+    group.add_argument('--model-ema-decay', type=float, default=0.9998)
+
+    group = parser.add_argument_group('Misc')
+    group.add_argument('--amp', action='store_true', help='mixed precision')
+    group.add_argument('--amp-dtype', default='float16', choices=('float16', 'bfloat16'))
+    group.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    group.add_argument('-j', '--workers', type=int, default=4)
+    group.add_argument('--seed', type=int, default=42)
+    group.add_argument('--output', default='./output/train', help='base folder for runs')
+    group.add_argument('--experiment', default='', help='run name (default: time and model); reusing it resumes in place')
+    group.add_argument('--checkpoint-hist', type=int, default=3)
+    group.add_argument('--eval-metric', default='top1')
+    group.add_argument('--eval-only', action='store_true', help='evaluate --resume/--initial-checkpoint and exit')
+    group.add_argument('--log-interval', type=int, default=50)
+    return parser
+
+
+class VideoClassificationTask(ClassificationTask):
+    """timm's classification task, whose checkpoints also carry what rebuilds and labels the model."""
+
+    def __init__(self, model, *, arch: str, model_args: Dict[str, Any], label_names, run_args: Dict[str, Any], **kwargs):
+        super().__init__(model, **kwargs)
+        self.checkpoint_extra = dict(arch=arch, model_args=model_args, label_names=list(label_names), args=run_args)
+        self.lr_scheduler = None
+        self.num_updates = 0
+
+    def get_checkpoint_state(self, ema: bool = False, unwrap_fn=timm.utils.unwrap_model) -> Dict[str, Any]:
+        state = super().get_checkpoint_state(ema=ema, unwrap_fn=unwrap_fn)
+        if not ema:
+            state.update(self.checkpoint_extra, step=self.num_updates)
+            if self.lr_scheduler is not None:
+                state['lr_scheduler'] = self.lr_scheduler.state_dict()
+        return state
+
+
+def mix_clips(mixup_fn: Mixup, x: torch.Tensor, target: torch.Tensor):
+    """timm's Mixup/CutMix on clips: time folds into channels, so CutMix cuts the same box from every frame."""
+    frames = x.shape[2]
+    mixed, target = mixup_fn(rearrange(x, 'b c t h w -> b (c t) h w'), target)
+    return rearrange(mixed, 'b (c t) h w -> b c t h w', t=frames), target
+
+
+def seed_epoch(seed: int, epoch: int, rank: int, generator: torch.Generator) -> None:
+    """Every epoch starts from generators that depend only on the seed, the epoch and the rank."""
+    timm.utils.random_seed(seed + 1000 * epoch, rank)
+    generator.manual_seed(seed + 1000 * epoch)
+
+
+def _seed_worker(worker_id: int) -> None:
+    # torch seeds each worker from the loader's generator; derive Python's and NumPy's from it
+    worker_seed = torch.initial_seed() % 2 ** 32
+    random.seed(worker_seed)
+    np.random.seed(worker_seed)
+
+
+def freeze_backbone(model) -> int:
+    """Train only the video parts (InTI, temporal modules, temporal embedding) and the head; return trainable count."""
+    trainable = tuple(model.video_only_prefixes) + (model.pretrained_cfg.get('classifier') or 'head',)
+    count = 0
+    for name, param in model.named_parameters():
+        param.requires_grad = name.startswith(trainable)
+        count += param.numel() if param.requires_grad else 0
+    return count
+
+
+@torch.no_grad()
+def validate(model, loader, args, device, amp_autocast, progress, bad_log) -> Dict[str, float]:
+    """Top-1/top-5 and loss; clips with several views (B, V, C, T, H, W) average the views' probabilities."""
+    model.eval()
+    evaluator = ClassificationEvaluator(device=device, max_samples=evaluation_sample_limit(loader))
+    for clips, target, bad in progress(loader, desc='eval'):
+        bad_log.update(bad)
+        if not len(clips):
+            continue
+        clips, target = clips.to(device), target.to(device)
+        views = clips.shape[1] if clips.ndim == 6 else 1
+        with amp_autocast():
+            logits = model(rearrange(clips, 'b v c t h w -> (b v) c t h w') if views > 1 else clips)
+        probs = rearrange(logits.float().softmax(dim=-1), '(b v) k -> b v k', v=views).mean(dim=1)
+        evaluator.update(probs.clamp_min(1e-12).log(), target)  # log of averaged probabilities = its own logits
+    return dict(evaluator.compute(distributed=args.distributed))
+
+
+def train_one_epoch(epoch, task, loader, optimizer, lr_scheduler, args, device, amp_autocast, loss_scaler,
+                    mixup_fn, progress, bad_log) -> Dict[str, float]:
+    model = task.get_trainable_module()
+    model.train()
+    accum = args.grad_accum_steps
+    updates_per_epoch = (len(loader) + accum - 1) // accum
+    num_updates = epoch * updates_per_epoch
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    samples = torch.zeros((), dtype=torch.float64, device=device)
+    optimizer.zero_grad()
+    last_idx = len(loader) - 1
+    for batch_idx, (clips, target, bad) in enumerate(progress(loader, desc=f'epoch {epoch}')):
+        bad_log.update(bad)
+        need_update = batch_idx == last_idx or (batch_idx + 1) % accum == 0
+        if mixup_fn is not None and len(clips) % 2:  # skipped videos can leave an odd batch; Mixup pairs clips
+            clips, target = clips[:-1], target[:-1]
+        if not len(clips):
+            continue
+        clips, target = clips.to(device), target.to(device)
+        if mixup_fn is not None:
+            clips, target = mix_clips(mixup_fn, clips, target)
+        sync = nullcontext() if need_update or not args.distributed else task.no_sync()
+        with sync:
+            with amp_autocast():
+                loss = task(clips, target)['loss']
+            scaled = loss / accum
+            if loss_scaler is not None:
+                loss_scaler(scaled, optimizer, clip_grad=args.clip_grad, clip_mode=args.clip_mode,
+                            parameters=task.get_clip_parameters(), need_update=need_update)
+            else:
+                scaled.backward()
+                if need_update:
+                    if args.clip_grad is not None:
+                        timm.utils.dispatch_clip_grad(task.get_clip_parameters(), args.clip_grad, mode=args.clip_mode)
+                    optimizer.step()
+        loss_sum += loss.detach().double() * clips.shape[0]
+        samples += clips.shape[0]
+        if need_update:
+            optimizer.zero_grad()
+            num_updates += 1
+            task.num_updates = num_updates
+            task.update_ema(step=num_updates)
+            if lr_scheduler is not None:
+                lr_scheduler.step_update(num_updates=num_updates)
+    if args.distributed:
+        torch.distributed.all_reduce(loss_sum)
+        torch.distributed.all_reduce(samples)
+    return dict(loss=(loss_sum / samples.clamp_min(1)).item(), samples=int(samples.item()))
+
+
+def _write_json(path: str, rows) -> None:
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(rows, f, indent=2)
+    os.replace(tmp, path)
+
+
+def plot_summary(summary_csv: str, path: str) -> bool:
+    """PNG curves of loss, accuracy and learning rate from timm's summary.csv (needs matplotlib)."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    with open(summary_csv) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return False
+    epochs = [int(r['epoch']) for r in rows]
+    panels = [('loss', ['train_loss', 'eval_loss']), ('accuracy (%)', ['eval_top1', 'eval_top5']), ('learning rate', ['lr'])]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, (title, keys) in zip(axes, panels):
+        for key in keys:
+            if key in rows[0]:
+                ax.plot(epochs, [float(r[key]) for r in rows], marker='o', label=key)
+        ax.set_title(title)
+        ax.set_xlabel('epoch')
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path + '.tmp.png'
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    timm.utils.setup_default_logging()
+    device = timm.utils.init_distributed_device(args)
+    primary = timm.utils.is_primary(args)
+    if args.distributed:
+        _logger.info(f'rank {args.rank}/{args.world_size} on {device}')
+    timm.utils.random_seed(args.seed, args.rank)
+
+    import timm_inti  # noqa: F401  (registers the models)
+    from timm_inti.video import BadVideoLog, collate_videos, create_video_datasets
+
+    model_kwargs = dict(num_frames=args.num_frames, **args.model_kwargs)
+    if args.img_size is not None:
+        model_kwargs['img_size'] = args.img_size
+    if args.drop_path is not None:
+        model_kwargs['drop_path_rate'] = args.drop_path
+    # the data decides the class count; build once without a head to read the data config
+    data_config = resolve_input_data_config(timm.create_model(args.model, num_classes=0, **model_kwargs))
+    train_set, val_set = create_video_datasets(
+        args.data_dir, data_config, num_frames=args.num_frames, train_split=args.train_split,
+        val_split=args.val_split, test_clips=args.test_clips, test_crops=args.test_crops, stride=args.stride,
+        bad_files=args.bad_files, eval_only=args.eval_only)
+    label_names = (val_set if args.eval_only else train_set).classes
+    num_classes = args.num_classes or len(label_names)
+    model_kwargs['num_classes'] = num_classes
+
+    model = timm.create_model(args.model, pretrained=args.pretrained, **model_kwargs)
+    if args.initial_checkpoint:
+        timm.models.load_checkpoint(model, args.initial_checkpoint)
+    if args.freeze_backbone:
+        count = freeze_backbone(model)
+        if primary:
+            _logger.info(f'frozen backbone: {count / 1e6:.2f}M trainable parameters')
+    if args.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    model.to(device)
+
+    amp_dtype = torch.bfloat16 if args.amp_dtype == 'bfloat16' else torch.float16
+    amp_autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if args.amp else nullcontext
+    loss_scaler = timm.utils.NativeScaler(device=device.type) if args.amp and amp_dtype == torch.float16 and device.type == 'cuda' else None
+
+    mixup_active = args.mixup > 0 or args.cutmix > 0
+    mixup_fn = Mixup(
+        mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, prob=args.mixup_prob, switch_prob=args.mixup_switch_prob,
+        label_smoothing=args.smoothing, num_classes=num_classes) if mixup_active else None
+    criterion_kwargs = dict(soft_targets=True) if mixup_active else dict(smoothing=args.smoothing)
+    saved_model_args = {k: v for k, v in model_kwargs.items() if isinstance(v, (int, float, str, bool, tuple, list, dict))}
+    task = VideoClassificationTask(
+        model, arch=args.model, model_args=saved_model_args, label_names=label_names, run_args=vars(args),
+        criterion=SoftTargetCrossEntropy() if mixup_active else None,
+        criterion_kwargs=None if mixup_active else criterion_kwargs, device=device, verbose=primary)
+
+    optimizer = timm.optim.create_optimizer_v2(model, **timm.optim.optimizer_kwargs(cfg=args))
+    resume_epoch = None
+    if args.resume:
+        resume_epoch = resume_task_checkpoint(task, args.resume, optimizer=optimizer, loss_scaler=loss_scaler,
+                                              log_info=primary)
+    if args.model_ema:
+        task.setup_ema(decay=args.model_ema_decay)
+        if args.resume:
+            load_task_ema_checkpoint(task, args.resume)
+    if args.distributed:
+        task.prepare_distributed(device_ids=[device] if device.type == 'cuda' else None)
+
+    generator = torch.Generator()
+    train_sampler = val_sampler = None
+    if args.distributed:
+        train_sampler = torch.utils.data.DistributedSampler(train_set, shuffle=True, seed=args.seed, drop_last=True)
+        if val_set is not None:
+            val_sampler = OrderedDistributedSampler(val_set)  # pads evenly; the evaluator drops the padding
+    loader_kwargs = dict(num_workers=args.workers, worker_init_fn=_seed_worker, generator=generator,
+                         collate_fn=collate_videos, pin_memory=device.type == 'cuda')
+    train_loader = torch.utils.data.DataLoader(
+        train_set, batch_size=args.batch_size, shuffle=train_sampler is None, sampler=train_sampler, drop_last=True,
+        **loader_kwargs) if train_set is not None else None
+    val_loader = torch.utils.data.DataLoader(
+        val_set, batch_size=args.validation_batch_size or args.batch_size, shuffle=False, sampler=val_sampler,
+        **loader_kwargs) if val_set is not None else None
+
+    from tqdm.auto import tqdm
+
+    def progress(iterable, desc):  # a bar on a terminal, quiet in logs and on other ranks
+        return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, disable=None if primary else True)
+
+    eval_model = lambda: task.get_eval_model(ema=task.has_ema())  # noqa: E731
+    bad_log = BadVideoLog(_logger)
+    if args.eval_only:
+        metrics = validate(eval_model(), val_loader, args, device, amp_autocast, progress, bad_log)
+        if primary:
+            print(json.dumps(dict(eval=metrics, views=args.test_clips * args.test_crops, unreadable=len(bad_log))))
+        return 0
+
+    updates_per_epoch = (len(train_loader) + args.grad_accum_steps - 1) // args.grad_accum_steps
+    lr_scheduler, num_epochs = timm.scheduler.create_scheduler_v2(
+        optimizer, **timm.scheduler.scheduler_kwargs(args), updates_per_epoch=updates_per_epoch)
+    task.lr_scheduler = lr_scheduler
+    start_epoch = resume_epoch or 0
+    task.num_updates = start_epoch * updates_per_epoch
+    if lr_scheduler is not None and start_epoch > 0:
+        saved = timm.utils.load_checkpoint_metadata(args.resume).get('lr_scheduler')
+        if saved is not None:
+            lr_scheduler.load_state_dict(saved)
+        if args.sched_on_updates:
+            lr_scheduler.step_update(task.num_updates)
+        else:
+            lr_scheduler.step(start_epoch)
+
+    saver = output_dir = None
+    if primary:
+        exp_name = args.experiment or '-'.join([time.strftime('%Y%m%d-%H%M%S'), timm.models.safe_model_name(args.model)])
+        output_dir = timm.utils.get_outdir(args.output, exp_name)
+        decreasing = args.eval_metric == 'loss'
+        saver = timm.utils.CheckpointSaver(
+            model=model, optimizer=optimizer, amp_scaler=loss_scaler, checkpoint_dir=output_dir,
+            recovery_dir=output_dir, decreasing=decreasing, max_history=args.checkpoint_hist, task=task)
+        if args.resume:
+            saver.load_state_dict_from_checkpoint(args.resume)
+        _logger.info(f'output: {output_dir}; {len(train_set)} training clips, {num_classes} classes, '
+                     f'{num_epochs} epochs from {start_epoch}')
+
+    summary_csv = os.path.join(output_dir, 'summary.csv') if output_dir else None
+    for epoch in range(start_epoch, num_epochs):
+        seed_epoch(args.seed, epoch, args.rank, generator)
+        if train_sampler is not None:
+            train_sampler.set_epoch(epoch)
+        train_metrics = train_one_epoch(epoch, task, train_loader, optimizer, lr_scheduler, args, device,
+                                        amp_autocast, loss_scaler, mixup_fn, progress, bad_log)
+        eval_metrics = validate(eval_model(), val_loader, args, device, amp_autocast, progress, bad_log) \
+            if val_loader else None
+        lr = optimizer.param_groups[0]['lr']
+        metric = (eval_metrics or train_metrics)[args.eval_metric if eval_metrics else 'loss']
+        if primary:
+            timm.utils.update_summary(epoch, train_metrics, eval_metrics, filename=summary_csv, lr=lr)
+            with open(summary_csv) as f:
+                _write_json(os.path.join(output_dir, 'summary.json'), list(csv.DictReader(f)))
+            plot_summary(summary_csv, os.path.join(output_dir, 'summary.png'))
+            saver.save_checkpoint(epoch, metric=metric)
+            _logger.info(f'epoch {epoch}: train {train_metrics}, eval {eval_metrics}, lr {lr:.3g}')
+        if lr_scheduler is not None:
+            lr_scheduler.step(epoch + 1, metric)
+
+    if args.distributed:
+        torch.distributed.destroy_process_group()
+    if saver is not None and saver.best_metric is not None:
+        _logger.info(f'best {args.eval_metric}: {saver.best_metric} (epoch {saver.best_epoch})')
+    if primary:
+        _logger.info(f'done: {bad_log.summary()} in the data')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
