@@ -30,11 +30,12 @@ def tiny_kwargs():
     return dict(TINY_KWARGS)
 
 
-def put_in_hub_cache(repo_id: str, filename: str, data: bytes, revision: str = 'main') -> Path:
-    """Store ``data`` as ``filename`` of Hub repo ``repo_id`` in the session's cache, in the Hub's layout.
+def put_in_hub_cache(repo_id: str, filename: str, data, revision: str = 'main') -> Path:
+    """Store ``data`` (bytes, or a file to link) as ``filename`` of Hub repo ``repo_id`` in the session's cache.
 
-    blobs/<sha256>, snapshots/<commit>/<filename> linking to it, refs/<revision> naming the commit:
-    what ``huggingface_hub`` leaves behind after a download.
+    blobs/<hash>, snapshots/<commit>/<filename> linking to it, refs/<revision> naming the commit:
+    what ``huggingface_hub`` leaves behind after a download. A file is linked, not copied,
+    so one large checkpoint can serve several repositories.
     """
     repo_dir = Path(_HF_HOME) / 'hub' / ('models--' + repo_id.replace('/', '--'))
     ref = repo_dir / 'refs' / revision
@@ -44,9 +45,16 @@ def put_in_hub_cache(repo_id: str, filename: str, data: bytes, revision: str = '
         commit = hashlib.sha1(repo_id.encode()).hexdigest()
         ref.parent.mkdir(parents=True, exist_ok=True)
         ref.write_text(commit)
-    blob = repo_dir / 'blobs' / hashlib.sha256(data).hexdigest()
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    blob.write_bytes(data)
+    if isinstance(data, (bytes, bytearray)):
+        blob = repo_dir / 'blobs' / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+    else:
+        blob = repo_dir / 'blobs' / hashlib.sha256(str(Path(data).resolve()).encode()).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        if blob.is_symlink() or blob.exists():
+            blob.unlink()
+        blob.symlink_to(Path(data).resolve())
     link = repo_dir / 'snapshots' / commit / filename
     link.parent.mkdir(parents=True, exist_ok=True)
     if link.is_symlink() or link.exists():

@@ -75,7 +75,7 @@ def test_zero_shot_labels_with_a_local_text_tower(open_clip_b16, make_video, tmp
 def test_setup_problems_are_one_line_errors(videos, trained_checkpoint, tmp_path, capsys):
     good, _ = videos
     assert main([str(good[0]), '--checkpoint', str(tmp_path / 'missing.pth')]) == 2
-    assert 'missing.pth does not exist' in capsys.readouterr().err
+    assert 'missing.pth: no such checkpoint file' in capsys.readouterr().err
     junk = tmp_path / 'junk.pth'
     junk.write_bytes(b'\x00' * 100)
     assert main([str(good[0]), '--checkpoint', str(junk)]) == 2

@@ -68,27 +68,14 @@ def _read_lines(path: str, what: str) -> List[str]:
     return names
 
 
-def _load_checkpoint(path: str):
-    from timm.models import load_state_dict
-    from timm_inti import CheckpointError
-    if not os.path.isfile(path):
-        raise PredictError(f'checkpoint {path} does not exist')
-    try:
-        if path.endswith('.safetensors'):
-            return load_state_dict(path)
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # every reader has its own error types; all mean the same here
-        raise CheckpointError(f'{path}: not a readable checkpoint ({e})') from e
-
-
 def build_model(args):
     """The model, its label names (or None), from --model / --checkpoint."""
-    import timm_inti  # noqa: F401  (registers the models)
+    from timm_inti.hub import read_checkpoint  # importing timm_inti registers the models
     kwargs = {} if args.num_frames is None else dict(num_frames=args.num_frames)
     if args.checkpoint is None:
         model = timm.create_model(args.model, pretrained=True, **kwargs)
         return model, model.pretrained_cfg.get('label_names')
-    checkpoint = _load_checkpoint(args.checkpoint)
+    checkpoint = read_checkpoint(args.checkpoint)
     if isinstance(checkpoint, dict) and 'arch' in checkpoint and 'state_dict' in checkpoint:  # timm-inti-train
         state_dict = checkpoint['state_dict_ema'] if args.use_ema and checkpoint.get('state_dict_ema') else checkpoint['state_dict']
         model = timm.create_model(checkpoint['arch'], **dict(checkpoint.get('model_args') or {}, **kwargs))

@@ -19,6 +19,7 @@ The blocks, patch embedding, norms, pooling and checkpoint conversion are timm's
 With InTI layers at their averaging init and a zero temporal embedding, a CLIP-initialised
 model equals the image tower on a one-frame clip.
 """
+import pickle
 from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
@@ -26,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
+from safetensors import SafetensorError
 from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from timm.layers import LayerNorm
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs, register_model, resolve_pretrained_cfg
@@ -380,24 +382,26 @@ _TAG_ACT_LAYER = {
 }
 
 
-def _tag_act_layer(variant: str, pretrained_cfg: Any) -> str:
-    tag = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg).tag
-    return _TAG_ACT_LAYER.get(tag, 'quick_gelu')
-
-
 def _create_inti_vit(variant: str, pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
     out_indices = kwargs.pop('out_indices', 3)
+    cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
     if 'act_layer' not in kwargs:
         # the activation follows the weights a tag loads, not the architecture name
-        kwargs['act_layer'] = _tag_act_layer(variant, kwargs.get('pretrained_cfg'))
-    model = build_model_with_cfg(
-        VideoVisionTransformer,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=out_indices, feature_cls='getter'),
-        **kwargs,
-    )
+        kwargs['act_layer'] = _TAG_ACT_LAYER.get(cfg.tag, 'quick_gelu')
+    try:
+        model = build_model_with_cfg(
+            VideoVisionTransformer,
+            variant,
+            pretrained,
+            pretrained_filter_fn=checkpoint_filter_fn,
+            feature_cfg=dict(out_indices=out_indices, feature_cls='getter'),
+            **kwargs,
+        )
+    except (SafetensorError, pickle.UnpicklingError, EOFError, OSError, RuntimeError) as e:
+        if not pretrained:
+            raise
+        # timm's readers say what broke but not in which file
+        raise CheckpointError(f'{_weights_source(cfg.to_dict())}: cannot read the pretrained weights: {e}') from e
     if isinstance(kwargs['act_layer'], str):
         update_model_args(model, act_layer=kwargs['act_layer'])  # saved configs rebuild the same activation
     return model

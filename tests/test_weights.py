@@ -1,0 +1,109 @@
+"""The weights/ tools end to end: convert CLIP checkpoints, export training checkpoints, publish, cards."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import timm
+import torch
+
+from conftest import TINY_KWARGS
+
+WEIGHTS = Path(__file__).parents[1] / 'weights'
+
+
+def tool(name):
+    spec = importlib.util.spec_from_file_location(f'weights_{name}', WEIGHTS / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def one_frame_output(folder, x):
+    model = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
+    with torch.no_grad():
+        return model(x)
+
+
+@pytest.mark.parametrize('layout', ['open_clip_training', 'openai_torchscript'])
+def test_convert_open_clip_and_openai_checkpoints(open_clip_b16, tmp_path, layout, capsys):
+    x = torch.randn(1, 3, 1, 224, 224)
+    source = tmp_path / 'clip.pt'
+    if layout == 'open_clip_training':
+        torch.save({'epoch': 1, 'state_dict': {f'module.{k}': v for k, v in open_clip_b16.state_dict().items()}}, source)
+    else:  # OpenAI releases TorchScript archives of the whole CLIP model
+        traced = torch.jit.trace_module(open_clip_b16, {'encode_image': x[:, :, 0]}, check_trace=False)
+        traced.save(str(source))
+    assert tool('convert')([str(source), '--model', 'inti_vit_b16', '--out', str(tmp_path / 'out')]) == 0
+    assert 'max |difference|' in capsys.readouterr().err
+    with torch.no_grad():
+        expected = open_clip_b16.encode_image(x[:, :, 0])
+    torch.testing.assert_close(one_frame_output(tmp_path / 'out', x), expected, atol=1e-4, rtol=0)
+
+
+def test_convert_timm_tower_with_its_tag_and_frame_count(tmp_path):
+    tower = timm.create_model('vit_base_patch16_clip_224', num_classes=512).eval()  # GELU: a LAION tower
+    source = tmp_path / 'tower.safetensors'
+    safetensors.torch.save_file(tower.state_dict(), source)
+    out = tmp_path / 'out'
+    assert tool('convert')([str(source), '--model', 'inti_vit_b16_deep.laion2b', '--num-frames', '16', '--out', str(out)]) == 0
+    converted = timm.create_model(f'local-dir:{out}', pretrained=True)
+    assert converted.num_frames == 16 and converted.inti_after == (3, 6, 9)
+    x = torch.randn(1, 3, 1, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(converted.eval()(x), tower(x[:, :, 0]), atol=1e-4, rtol=0)
+
+
+def test_convert_refuses_weights_of_another_architecture(tmp_path, capsys):
+    source = tmp_path / 'small.safetensors'
+    safetensors.torch.save_file(timm.create_model('vit_base_patch16_clip_224', **TINY_KWARGS).state_dict(), source)
+    assert tool('convert')([str(source), '--model', 'inti_vit_b16', '--out', str(tmp_path / 'out')]) == 2
+    err = capsys.readouterr().err
+    assert f'{source} does not fit inti_vit_b16' in err and 'shape mismatches' in err
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('use_ema', [False, True])
+def test_export_a_training_checkpoint_with_labels(tmp_path, use_ema):
+    model_args = dict(TINY_KWARGS, num_classes=3, num_frames=4)
+    model = timm.create_model('inti_vit_b16', **model_args).eval()
+    ema = timm.create_model('inti_vit_b16', **model_args).eval()
+    checkpoint = tmp_path / 'last.pth.tar'
+    torch.save(dict(arch='inti_vit_b16', model_args=model_args, state_dict=model.state_dict(),
+                    state_dict_ema=ema.state_dict(), label_names=['a', 'b', 'c'], epoch=9), checkpoint)
+    out = tmp_path / 'out'
+    args = [str(checkpoint), '--out', str(out), '--finetuned-on', 'tiny clips'] + (['--use-ema'] if use_ema else [])
+    assert tool('export')(args) == 0
+    x = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        expected = (ema if use_ema else model)(x)
+    torch.testing.assert_close(one_frame_output(out, x), expected, rtol=0, atol=0)
+    loaded = timm.create_model(f'local-dir:{out}', pretrained=True)
+    assert loaded.pretrained_cfg['label_names'] == ['a', 'b', 'c']
+    assert 'Fine-tuned on tiny clips' in (out / 'README.md').read_text()
+
+
+def test_export_refuses_what_is_not_a_training_checkpoint(tmp_path, capsys):
+    plain = tmp_path / 'plain.pth'
+    torch.save(timm.create_model('inti_vit_b16', **TINY_KWARGS).state_dict(), plain)
+    assert tool('export')([str(plain), '--out', str(tmp_path / 'out')]) == 2
+    assert 'not a timm-inti-train checkpoint' in capsys.readouterr().err
+
+
+def test_publish_checks_the_folder_loads_back(tmp_path, capsys):
+    from timm_inti.hub import save_pretrained
+    save_pretrained(timm.create_model('inti_vit_b16', **TINY_KWARGS), tmp_path / 'good')
+    assert tool('publish')([str(tmp_path / 'good'), '--repo-id', 'me/x', '--dry-run']) == 0
+    assert 'dry run: would upload to me/x' in capsys.readouterr().out
+    (tmp_path / 'good' / 'model.safetensors').write_bytes(b'broken')
+    assert tool('publish')([str(tmp_path / 'good'), '--repo-id', 'me/x', '--dry-run']) == 2
+    assert 'does not load back' in capsys.readouterr().err
+
+
+def test_model_cards_for_registered_variants(tmp_path):
+    assert tool('cards')(['--out', str(tmp_path), '--models', 'inti_vit_l14_deep']) == 0
+    card = (tmp_path / 'inti_vit_l14_deep.laion2b.md').read_text()
+    assert 'after block 6 (8 -> 4 frames), after block 12 (4 -> 2 frames), after block 18 (2 -> 1 frames)' in card
+    assert 'GFLOPs per 8-frame clip: 305.4' in card  # as benchmarks/flops.py measures with fvcore
+    assert 'An initialisation, not a trained video model' in card and 'timm/vit_large_patch14_clip_224.laion2b' in card
+    assert 'inti_vit_l14_deep.laion2b' in card and '2408.06840' in card

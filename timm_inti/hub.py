@@ -1,0 +1,251 @@
+""" Checkpoints in the Hugging Face Hub's layout: save, publish, read safely, describe.
+
+``save_pretrained`` writes what timm reads back with ``timm.create_model("local-dir:DIR")``
+or, once uploaded, ``"hf-hub:org/name"``: ``model.safetensors``, ``config.json`` (timm's own
+``save_for_hf`` writes it: architecture, num_classes, label names, pretrained cfg and the
+model arguments that rebuild the architecture) and a model card ``README.md``. Every file
+is written to a temporary name in the target folder and renamed into place, so a crash
+never leaves a half-written file.
+
+``read_checkpoint`` reads weights files safely: safetensors first, ``torch.load`` with
+``weights_only=True`` for PyTorch files, and full pickle only when asked; every failure
+is a ``CheckpointError`` naming the file.
+"""
+import json
+import logging
+import os
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+from timm.models import save_for_hf
+
+from .flops import formula_flops
+from .inti import merged_num_frames
+from .vit import CheckpointError
+
+__all__ = ['save_pretrained', 'push_to_hub', 'read_checkpoint', 'model_card']
+
+_logger = logging.getLogger(__name__)
+
+PAPER = 'Dynamic and Compressive Adaptation of Transformers From Images to Videos'
+PAPER_URL = 'https://arxiv.org/abs/2408.06840'
+CITATION = '''@inproceedings{inti2024,
+  title     = {Dynamic and Compressive Adaptation of Transformers From Images to Videos},
+  booktitle = {European Conference on Computer Vision (ECCV)},
+  year      = {2024},
+  eprint    = {2408.06840},
+  archivePrefix = {arXiv},
+}'''
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith('constants.pkl') or '/code/' in name for name in archive.namelist())
+
+
+def read_checkpoint(path: Union[str, Path], allow_pickle: bool = False) -> Dict[str, Any]:
+    """Read a checkpoint file without running code from it.
+
+    safetensors files load directly. PyTorch files load with ``weights_only=True``;
+    TorchScript archives (OpenAI's CLIP releases) give their state dict. ``allow_pickle``
+    permits arbitrary pickles: only for files you trust.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'{path}: no such checkpoint file')
+    try:
+        if path.suffix == '.safetensors':
+            from safetensors.torch import load_file
+            return load_file(path)
+        if _is_torchscript(path):
+            with warnings.catch_warnings():  # torch deprecates TorchScript, but OpenAI released CLIP in it
+                warnings.filterwarnings('ignore', message='`torch.jit.load` is deprecated', category=FutureWarning)
+                return torch.jit.load(str(path), map_location='cpu').state_dict()
+        return torch.load(path, map_location='cpu', weights_only=not allow_pickle)
+    except Exception as e:  # each format has its own errors; to a caller they all mean the same
+        hint = '; if you trust the file, allow pickle' if 'weights_only' in str(e) and not allow_pickle else ''
+        raise CheckpointError(f'{path}: not a readable checkpoint ({str(e).splitlines()[0]}){hint}') from e
+
+
+def _video_model_args(model: nn.Module) -> Dict[str, Any]:
+    """What rebuilds the video architecture, whether or not it was passed to create_model."""
+    return dict(num_frames=model.num_frames, inti_after=list(model.inti_after))
+
+
+def _schedule(model: nn.Module) -> str:
+    if not model.inti_after:
+        return 'none (naive per-frame adaptation)'
+    frames = model.num_frames_after(model.num_frames)  # frames each block sees
+    return ', '.join(f'after block {k} ({frames[k - 1]} -> {merged_num_frames(frames[k - 1])} frames)'
+                     for k in model.inti_after)
+
+
+def model_card(
+        model: nn.Module,
+        label_names: Optional[Sequence[str]] = None,
+        finetuned_on: Optional[str] = None,
+        description: Optional[str] = None,
+        load_as: str = 'hf-hub:ORG/NAME',
+) -> str:
+    """A Hub model card (README.md) for an InTI video model.
+
+    Args:
+        label_names: The classes of a fine-tuned head.
+        load_as: The name ``timm.create_model`` loads it by, for the usage example.
+        finetuned_on: The data the weights were fine-tuned on; None states that they are an
+            initialisation from CLIP image weights, with InTI layers and temporal parts untrained.
+    """
+    cfg = model.pretrained_cfg
+    arch = cfg.get('architecture', type(model).__name__)
+    source = cfg.get('hf_hub_id') or cfg.get('tag') or 'CLIP'
+    frames = model.num_frames
+    flops = formula_flops(model, frames)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    licence = cfg.get('license') or 'other'
+    if finetuned_on:
+        origin = (f'Fine-tuned on {finetuned_on}, starting from the CLIP image tower `{source}`. '
+                  f'The head predicts {len(label_names or []) or model.num_classes} classes.')
+    else:
+        origin = (f'**An initialisation, not a trained video model.** The ViT weights are the CLIP image tower '
+                  f'`{source}`, unchanged; the InTI layers start as an exact average of each frame pair and the '
+                  f'temporal embedding at zero, so before fine-tuning the model is temporal average pooling of '
+                  f'CLIP features. The head is CLIP\'s image projection: outputs are CLIP image embeddings.')
+    front = {
+        'library_name': 'timm',
+        'license': licence,
+        'pipeline_tag': 'video-classification',
+        'tags': ['timm', 'timm-inti', 'video-classification', 'inti', 'clip'],
+    }
+    labels = ''
+    if label_names:
+        shown = ', '.join(label_names[:20]) + (f', ... ({len(label_names)} in all)' if len(label_names) > 20 else '')
+        labels = f'\n## Classes\n\n{shown}\n'
+    lines = [
+        '---',
+        *(f'{k}: {json.dumps(v)}' for k, v in front.items()),
+        '---',
+        '',
+        f'# {arch}',
+        '',
+        description or ('A CLIP Vision Transformer for video with InTI (Inter-frame Token Interpolation) '
+                        'layers, built with timm-inti on timm.'),
+        '',
+        '## Model details',
+        '',
+        f'- Architecture: ViT, {len(model.blocks)} blocks, width {model.embed_dim}, patch '
+        f'{model.patch_embed.patch_size[0]}, {model.patch_embed.img_size[0]}x{model.patch_embed.img_size[1]} frames',
+        f'- InTI schedule: {_schedule(model)}',
+        f'- Clip length: {frames} frames (other lengths work; the temporal embedding is resampled)',
+        f'- Parameters: {params:.1f} M',
+        f'- GFLOPs per {frames}-frame clip: {flops.gflops:.1f} (10^9 multiply-adds, one view, attention included; '
+        f'InTI layers {100 * flops.inti_share:.2f}% of it)',
+        f'- Input: float clips (B, C, T, H, W), normalised with mean {tuple(round(m, 4) for m in cfg.get("mean", ()))} '
+        f'and std {tuple(round(s, 4) for s in cfg.get("std", ()))}',
+        '',
+        '## Weights',
+        '',
+        origin,
+        '',
+        f'Licence: {licence}, as the weights it derives from.',
+        labels,
+        '## Use',
+        '',
+        '```python',
+        'import timm, timm_inti',
+        f'model = timm.create_model("{load_as}", pretrained=True).eval()',
+        'logits = model(clip)  # clip: (B, 3, T, H, W)',
+        '```',
+        '',
+        'Intended for video classification and video feature extraction research. '
+        'InTI merges neighbouring frames early, so fine-grained temporal order within merged '
+        'pairs is summarised rather than kept.',
+        '',
+        '## Citation',
+        '',
+        f'InTI is from "{PAPER}" ({PAPER_URL}). The paper\'s code is not public; this model '
+        'is an independent implementation, and its weight network is this project\'s design.',
+        '',
+        '```bibtex',
+        CITATION,
+        '```',
+        '',
+    ]
+    return '\n'.join(lines)
+
+
+def _replace_into(tmp_dir: Path, directory: Path) -> None:
+    for item in sorted(tmp_dir.iterdir(), key=lambda p: p.name == 'config.json'):  # config last
+        os.replace(item, directory / item.name)
+
+
+def save_pretrained(
+        model: nn.Module,
+        directory: Union[str, Path],
+        label_names: Optional[Sequence[str]] = None,
+        finetuned_on: Optional[str] = None,
+        safe_serialization: Union[bool, str] = True,
+        load_as: Optional[str] = None,
+) -> Path:
+    """Write ``model`` to ``directory`` in the Hub layout (safetensors, config.json, README.md).
+
+    ``timm.create_model("local-dir:DIR", pretrained=True)`` rebuilds an identical model.
+    """
+    if label_names is not None and len(label_names) != model.num_classes:
+        raise ValueError(f'{len(label_names)} label names for a model with {model.num_classes} classes')
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory, prefix='.tmp-') as tmp:
+        tmp = Path(tmp)
+        model_config = dict(label_names=list(label_names)) if label_names else None
+        save_for_hf(model, tmp, model_config=model_config, model_args=_video_model_args(model),
+                    safe_serialization=safe_serialization)
+        card = model_card(model, label_names, finetuned_on, load_as=load_as or f'local-dir:{directory}')
+        (tmp / 'README.md').write_text(card)
+        _replace_into(tmp, directory)
+    return directory
+
+
+def push_to_hub(
+        model: nn.Module,
+        repo_id: str,
+        label_names: Optional[Sequence[str]] = None,
+        finetuned_on: Optional[str] = None,
+        private: bool = False,
+        token: Optional[str] = None,
+        commit_message: str = 'Add InTI video model',
+        dry_run: bool = False,
+        local_dir: Optional[Union[str, Path]] = None,
+) -> Union[str, Path]:
+    """Upload ``model`` to the Hub as ``save_pretrained`` lays it out.
+
+    The token comes from ``token`` or huggingface_hub's usual places (``HF_TOKEN``, the login
+    cache). ``dry_run`` only writes the folder (to ``local_dir`` or a new temporary folder)
+    and returns its path; otherwise returns the commit URL.
+    """
+    folder = Path(local_dir) if local_dir else Path(tempfile.mkdtemp(prefix='timm_inti_push_'))
+    save_pretrained(model, folder, label_names=label_names, finetuned_on=finetuned_on, load_as=f'hf-hub:{repo_id}')
+    if dry_run:
+        return folder
+    return publish_folder(folder, repo_id, private=private, token=token, commit_message=commit_message)
+
+
+def publish_folder(folder: Union[str, Path], repo_id: str, private: bool = False, token: Optional[str] = None,
+                   commit_message: str = 'Add InTI video model') -> str:
+    """Upload a ``save_pretrained`` folder to Hub repo ``repo_id`` (created if missing); returns the commit URL."""
+    from huggingface_hub import HfApi
+    folder = Path(folder)
+    missing = [name for name in ('config.json', 'model.safetensors') if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f'{folder} is not a save_pretrained folder: {", ".join(missing)} missing')
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message,
+                               ignore_patterns=['.tmp-*', '.tmp-*/*'])
+    return getattr(commit, 'commit_url', str(commit))

@@ -1,0 +1,37 @@
+"""Write the model cards of the registered variants (CLIP initialisations) to weights/cards/.
+
+    python weights/cards.py
+
+One card per model and pretrained tag, as README.md of a Hub repository would hold it:
+architecture, InTI schedule, GFLOPs (the closed-form model, which matches fvcore), the
+weights' origin and licence, and the citation.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import timm
+import torch
+
+import timm_inti
+from timm_inti.hub import model_card
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--out', type=Path, default=Path(__file__).parent / 'cards')
+    parser.add_argument('--models', nargs='+', default=list(timm_inti.MODEL_ALIASES))
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.models:
+        for tagged in timm.list_pretrained(f'{name}.*'):
+            with torch.device('meta'):  # the card needs shapes, not weights
+                model = timm.create_model(tagged)
+            path = args.out / f'{tagged}.md'
+            path.write_text(model_card(model, load_as=tagged))
+            print(path)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Convert a CLIP image checkpoint into an InTI video checkpoint in the Hub layout.
+
+    python weights/convert.py ViT-B-16.pt --model inti_vit_b16 --out inti_vit_b16.openai
+    python weights/convert.py open_clip_pytorch_model.bin --model inti_vit_l14.laion2b --out out/
+    python weights/convert.py model.safetensors --model inti_vit_b16_deep --num-frames 16 --out out/
+
+The source may be OpenAI's release (a TorchScript archive) or any state dict with OpenAI /
+open_clip key names (``visual.conv1.weight``, ..., also under ``state_dict`` with ``module.``
+prefixes), or a timm CLIP tower. The pretrained tag in ``--model`` picks the activation
+(``.openai``: QuickGELU). The result loads with ``timm.create_model("local-dir:OUT",
+pretrained=True)``. ``--verify`` (the default) checks that a one-frame clip through the
+video model gives what timm's CLIP image tower gives on the same weights.
+"""
+import argparse
+import sys
+
+import timm
+import torch
+
+import timm_inti
+from timm_inti.hub import read_checkpoint, save_pretrained
+
+
+def image_tower(model, state_dict):
+    """timm's own CLIP image tower for the video model's backbone, loaded with the same weights."""
+    name = model.pretrained_cfg['hf_hub_id'].split('/')[-1]  # e.g. vit_base_patch16_clip_224.openai: CLIP's head
+    act = model.blocks[0].mlp.act
+    return timm.create_model(
+        name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=state_dict), num_classes=model.num_classes,
+        img_size=model.patch_embed.img_size, act_layer=type(act)).eval()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('source', help='CLIP image checkpoint (OpenAI, open_clip or timm format)')
+    parser.add_argument('--model', required=True, help='registered InTI model, optionally with a tag: inti_vit_b16.laion2b')
+    parser.add_argument('--out', required=True, help='output folder')
+    parser.add_argument('--num-frames', type=int, default=None)
+    parser.add_argument('--allow-pickle', action='store_true', help='read arbitrary pickles (trusted files only)')
+    parser.add_argument('--no-verify', dest='verify', action='store_false')
+    args = parser.parse_args(argv)
+
+    try:
+        state_dict = read_checkpoint(args.source, allow_pickle=args.allow_pickle)
+        kwargs = {} if args.num_frames is None else dict(num_frames=args.num_frames)
+        model = timm.create_model(
+            args.model, pretrained=True, pretrained_cfg_overlay=dict(state_dict=state_dict, file=args.source),
+            **kwargs).eval()
+    except timm_inti.CheckpointError as e:
+        print(f'convert: error: {e}', file=sys.stderr)
+        return 2
+    if args.verify:
+        x = torch.randn(2, 3, 1, *model.patch_embed.img_size)
+        with torch.no_grad():
+            diff = (model(x) - image_tower(model, state_dict)(x[:, :, 0])).abs().max().item()
+        print(f'one-frame clip vs timm image tower: max |difference| {diff:.2e}', file=sys.stderr)
+        if diff > 1e-4:
+            print('convert: error: the converted model does not reproduce the image tower', file=sys.stderr)
+            return 1
+    save_pretrained(model, args.out)
+    print(f'wrote {args.out}: {args.model}, InTI after {model.inti_after}, {model.num_frames} frames')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

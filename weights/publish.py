@@ -1,0 +1,43 @@
+"""Publish a save_pretrained folder to the Hugging Face Hub.
+
+    python weights/publish.py inti-k400 --repo-id my-org/inti-vit-b16-k400
+    python weights/publish.py inti-k400 --repo-id my-org/inti-vit-b16-k400 --dry-run
+
+Before uploading it rebuilds the model from the folder (``local-dir:``), so nothing that
+cannot be loaded back is published. The token comes from ``HF_TOKEN`` or
+``huggingface-cli login``, as huggingface_hub reads it.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import timm
+
+import timm_inti
+from timm_inti.hub import publish_folder
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('folder', type=Path, help='a folder written by save_pretrained / export.py / convert.py')
+    parser.add_argument('--repo-id', required=True, help='org/name on the Hub')
+    parser.add_argument('--private', action='store_true')
+    parser.add_argument('--message', default='Add InTI video model', help='commit message')
+    parser.add_argument('--dry-run', action='store_true', help='check the folder, upload nothing')
+    args = parser.parse_args(argv)
+    try:
+        model = timm.create_model(f'local-dir:{args.folder}', pretrained=True)
+    except (timm_inti.CheckpointError, FileNotFoundError, RuntimeError, ValueError) as e:
+        print(f'publish: error: {args.folder} does not load back: {e}', file=sys.stderr)
+        return 2
+    files = sorted(p.name for p in args.folder.iterdir() if not p.name.startswith('.'))
+    print(f'{args.folder}: {model.pretrained_cfg.get("architecture")}, {model.num_classes} classes; files: {", ".join(files)}')
+    if args.dry_run:
+        print(f'dry run: would upload to {args.repo_id}')
+        return 0
+    print(publish_folder(args.folder, args.repo_id, private=args.private, commit_message=args.message))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
