@@ -186,8 +186,9 @@ def tome_r_for_flops(
     """The ToMe merge rate whose fvcore GFLOPs on one clip come closest to ``target_gflops``.
 
     Args:
-        model_name_or_factory: A registered model name, built with ``inti_after=()`` unless
-            ``model_kwargs`` says otherwise, or a callable returning a naive model.
+        model_name_or_factory: A registered model name, built with ``inti_after=()`` and
+            ``num_frames=num_frames`` unless ``model_kwargs`` says otherwise, or a callable
+            returning a naive model.
         num_frames: Frames of the clip (batch 1, the model's image size).
         target_gflops: Budget in GFLOPs (10^9 multiply-adds, as ``timm_inti.flops.count_flops``).
         model_kwargs: Passed to ``timm.create_model`` or the factory.
@@ -201,6 +202,7 @@ def tome_r_for_flops(
     if isinstance(model_name_or_factory, str):
         import timm
         model_kwargs.setdefault('inti_after', ())
+        model_kwargs.setdefault('num_frames', num_frames)
         model = timm.create_model(model_name_or_factory, **model_kwargs)
     else:
         model = model_name_or_factory(**model_kwargs)
