@@ -25,13 +25,12 @@ Models have random weights: speed and memory do not depend on them. No network n
     python benchmarks/throughput.py            # the full run, for a quiet machine
 """
 import argparse
-import csv
 import gc
 import os
 import platform
+import shlex
 import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
@@ -51,6 +50,7 @@ from timm_inti.flops import count_flops, formula_flops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import apply_tome, subsample_frames, tome_r_for_flops  # noqa: E402
+from results_io import write_csv, write_text  # noqa: E402
 
 COLUMNS = [
     'device', 'phase', 'frames', 'batch', 'method', 'gflops', 'median_ms', 'p25_ms', 'p75_ms', 'clips_per_s',
@@ -152,7 +152,7 @@ def gflops_of(spec: Spec, model: torch.nn.Module, frames: int) -> float:
     frames = len(range(0, frames, spec.subsample))
     if spec.tome_r is None:
         return formula_flops(model, frames).gflops
-    return count_flops(model.eval(), clip_for(model, 1, frames, 'cpu')).gflops
+    return count_flops(model.eval(), clip_for(model, 1, frames, 'cpu')).gflops  # model on CPU
 
 
 def make_step(spec: Spec, model: torch.nn.Module, x: torch.Tensor, train: bool, device: str) -> Callable[[], None]:
@@ -298,101 +298,99 @@ def markdown(rows, header: str) -> str:
     return '\n'.join(lines)
 
 
-def write_atomic(path: Path, write: Callable) -> None:
-    """Write through a temporary file in the same folder, then replace ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w', newline='') as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    timm.layers.set_fused_attn(True)
-    device = args.device
-    if device == 'cuda':
-        torch.backends.cudnn.benchmark = True
-    load_before = os.getloadavg()
-    started = time.perf_counter()
-    torch.manual_seed(0)
-
-    specs = make_specs(args)
+def build_models(specs: List[Spec], frames: int, device: str):
+    """One model per distinct spec (subsampling reuses the naive one), and every method's GFLOPs."""
     models, built = {}, {}
-    for spec in specs:  # subsampling reuses the naive model
+    for spec in specs:
         key = (spec.model, spec.model_kwargs, spec.tome_r)
         if key not in built:
-            built[key] = spec.build().to(device)
+            built[key] = spec.build()
         models[spec.name] = built[key]
-    del built
-    gflops = {s.name: gflops_of(s, models[s.name], args.frames) for s in specs}
+    gflops = {s.name: gflops_of(s, models[s.name], frames) for s in specs}  # on CPU, before moving
     print('GFLOPs per clip: ' + ', '.join(f'{n} {g:.1f}' for n, g in gflops.items()), file=sys.stderr)
+    return {name: model.to(device) for name, model in models.items()}, gflops
 
+
+def run_timings(specs: List[Spec], args) -> List[dict]:
+    """Interleaved timings of every phase (inference at each batch size, training); one row per method."""
+    models, gflops = build_models(specs, args.frames, args.device)
     rows = []
     phases = [('inference', b, False) for b in args.batches] + [('training', args.train_batch, True)]
     for phase, batch, train in phases:
         steps = {}
         for spec in specs:
             model = models[spec.name].train(train)
-            steps[spec.name] = make_step(spec, model, clip_for(model, batch, args.frames, device), train, device)
-        times = time_interleaved(steps, args.reps, args.warmup, device, f'{phase}, batch {batch}')
+            x = clip_for(model, batch, args.frames, args.device)
+            steps[spec.name] = make_step(spec, model, x, train, args.device)
+        times = time_interleaved(steps, args.reps, args.warmup, args.device, f'{phase}, batch {batch}')
         naive = times[specs[0].name]
         for spec in specs:
             t = times[spec.name]
             median, p25, p75 = quantiles(t)
             speedup = quantiles([n / m for n, m in zip(naive, t)])
             rows.append(dict(
-                device=device, phase=phase, frames=args.frames, batch=batch, method=spec.name,
+                device=args.device, phase=phase, frames=args.frames, batch=batch, method=spec.name,
                 gflops=gflops[spec.name], median_ms=1e3 * median, p25_ms=1e3 * p25, p75_ms=1e3 * p75,
                 clips_per_s=batch / median, speedup=speedup[0], speedup_p25=speedup[1], speedup_p75=speedup[2],
                 peak_mib=None, step_mib=None, peak_reduction_pct=None, step_reduction_pct=None, reps=args.reps))
-        del steps
+    return rows
 
+
+def run_memory(specs: List[Spec], rows: List[dict], args) -> None:
+    """Peak memory of every row's step, each measured alone (see ``measure_memory``)."""
+    for row in rows:
+        spec = next(s for s in specs if s.name == row['method'])
+        print(f"  memory: {row['phase']}, batch {row['batch']}, {spec.name}", file=sys.stderr, flush=True)
+        train = row['phase'] == 'training'
+        if args.device == 'cpu':
+            row.update(measure_memory_isolated(spec, row['batch'], args.frames, train, args.threads))
+        else:
+            row.update(measure_memory(spec, row['batch'], args.frames, train, args.device))
+            gc.collect()
+            torch.cuda.empty_cache()
+    for row in rows:
+        base = next(r for r in rows if (r['phase'], r['batch'], r['method']) == (row['phase'], row['batch'], 'naive'))
+        row['peak_reduction_pct'] = 100 * (1 - row['peak_mib'] / base['peak_mib'])
+        row['step_reduction_pct'] = 100 * (1 - row['step_mib'] / base['step_mib'])
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    timm.layers.set_fused_attn(True)
+    if args.device == 'cuda':
+        torch.backends.cudnn.benchmark = True
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    torch.manual_seed(0)
+
+    specs = make_specs(args)
+    rows = run_timings(specs, args)
+    gc.collect()  # the timing models are gone: memory runs build their own
+    if args.device == 'cuda':
+        torch.cuda.empty_cache()
     if not args.no_memory:
-        if device == 'cpu':
-            del models  # the memory runs are fresh processes; free this one's share of the machine
-        gc.collect()
-        for row in rows:
-            spec = next(s for s in specs if s.name == row['method'])
-            print(f"  memory: {row['phase']}, batch {row['batch']}, {spec.name}", file=sys.stderr, flush=True)
-            train = row['phase'] == 'training'
-            if device == 'cpu':
-                row.update(measure_memory_isolated(spec, row['batch'], args.frames, train, args.threads))
-            else:
-                row.update(measure_memory(spec, row['batch'], args.frames, train, device))
-                torch.cuda.empty_cache()
-        for row in rows:
-            base = next(r for r in rows if r['phase'] == row['phase'] and r['batch'] == row['batch']
-                        and r['method'] == specs[0].name)
-            row['peak_reduction_pct'] = 100 * (1 - row['peak_mib'] / base['peak_mib'])
-            row['step_reduction_pct'] = 100 * (1 - row['step_mib'] / base['step_mib'])
+        run_memory(specs, rows, args)
 
     load_after = os.getloadavg()
     header = '\n'.join([
-        f"Machine: {machine(device)}; torch {torch.__version__}, timm {timm.__version__}, timm-inti "
+        f"Machine: {machine(args.device)}; torch {torch.__version__}, timm {timm.__version__}, timm-inti "
         f"{timm_inti.__version__}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
         f"Load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after; {args.reps} interleaved rounds "
         f"after {args.warmup} warm-up calls per method.",
-        f"Command: `python benchmarks/throughput.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
+        f"Command: `python benchmarks/throughput.py {shlex.join(argv)}`",
         'GFLOPs = 10^9 multiply-adds per clip; speed-up = median over rounds of naive time / method time; '
         'step MiB = peak minus memory resident before the step (activations, gradients).',
     ])
     table = markdown(rows, header)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"throughput_{device}{'_quick' if args.quick else ''}"
+    stem = f"throughput_{args.device}{'_quick' if args.quick else ''}"
 
-    def write_csv(f):
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    write_atomic(args.out / f'{stem}.csv', write_csv)
-    write_atomic(args.out / f'{stem}.md', lambda f: f.write(table))
+    write_csv(args.out / f'{stem}.csv', rows, COLUMNS)
+    write_text(args.out / f'{stem}.md', table + '\n')
     print(f'wrote {args.out / stem}.csv and .md in {time.perf_counter() - started:.0f} s', file=sys.stderr)
     return 0
 

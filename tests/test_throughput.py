@@ -1,5 +1,6 @@
 """benchmarks/throughput.py on shrunken models: the tables it writes and its memory measurement."""
 import csv
+import os
 
 import pytest
 import timm
@@ -50,6 +51,9 @@ def test_quick_run_writes_csv_and_markdown(tiny_kwargs, tmp_path, restore_thread
     table = (tmp_path / 'throughput_cpu_quick.md').read_text()
     assert table.startswith('Machine: ') and '**training, batch 1, 4 frames**' in table
     assert not list(tmp_path.glob('.*.tmp'))  # written through temporary files, none left over
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / 'throughput_cpu_quick.csv').stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_memory_measurement_sees_fewer_activations():
