@@ -123,3 +123,13 @@ def test_subsample_frames(clip):
     assert torch.equal(subsample_frames(clip), clip[:, :, [0, 2]])
     assert torch.equal(subsample_frames(clip[:, :, :3], factor=2), clip[:, :, [0, 2]])
     assert torch.equal(subsample_frames(clip, factor=1), clip)
+
+
+def test_runs_under_bf16_autocast(tiny_kwargs, clip):
+    """The GPU benchmark path runs bf16 autocast; the log-size attention bias must follow."""
+    model = apply_tome(naive(tiny_kwargs), 3).train()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = model(clip)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    out.float().sum().backward()
+    assert model.blocks[0].attn.qkv.weight.grad is not None
