@@ -1,287 +1,398 @@
-"""Measured speed and memory: InTI against naive adaptation, frame subsampling and ToMe.
+"""Measured speed and memory of InTI against naive adaptation, frame subsampling and ToMe.
 
-For one backbone (default ``inti_vit_b16``) and clip length, these methods:
+For one clip length and every method below, inference (clips/s, latency) and a training
+step (forward + backward), each with its peak memory:
 
-  * ``naive``: the ViT on every frame (``inti_after=()``), the reference of every ratio;
-  * ``inti``: the model as registered (ViT-B/16: one InTI layer after block 3);
-  * ``inti_deep``: the deeper schedule (``<model>_deep``), when registered;
-  * ``subsample``: the naive model on every other frame;
-  * ``tome``: the naive model with ToMe merging inside each frame, at InTI's GFLOPs.
+  * ``naive``: the ViT on every frame (the InTI model's backbone with ``inti_after=()``);
+  * the InTI schedules (``--models``, all on that backbone);
+  * ``subsample 1/k``: the naive model on every k-th frame;
+  * ``tome r=R``: the naive model with ToMe-style token merging inside every frame, the merge
+    rate R chosen so its fvcore GFLOPs come closest to the first InTI model's.
 
-Measured: inference throughput (clips/s) and latency at each ``--batch-sizes``, the time of
-a training step (forward, backward, AdamW step) at ``--train-batch``, and the peak memory of
-both. Repetitions are interleaved across methods, so drifts in machine load hit all of them;
-each figure is the median with the min-max spread, and ratios compare with ``naive`` in the
-same run. Memory is measured in a fresh process per configuration, after a warm-up step (so
-gradients and optimizer state already exist): on CPU (the default) the peak resident set
-during one more step and its rise above the resident set before it (Linux and glibc: freed
-memory is returned with malloc_trim, and /proc/self/clear_refs resets the peak); with CUDA, where timings use bf16 autocast and fused
-attention, torch's peak allocation and its rise above the allocation before the step.
+Timings are interleaved: every round runs every method once, in rotating order, so load
+from elsewhere on the machine hits all methods alike. Reported: median time per batch with
+its 25th-75th percentiles, and the speed-up over naive as the median of per-round ratios.
+Memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the peak resident set size of a
+fresh process per measurement, with glibc told to return freed buffers at once
+(``MALLOC_MMAP_THRESHOLD_``) so that RSS follows live tensors. "step" memory is the peak
+minus what was resident before the step (weights, input): activations and gradients.
 
-    python benchmarks/throughput.py                 # 2 CPU cores: about 10 minutes
-    python benchmarks/throughput.py --quick         # a check that it runs: about a minute
-    python benchmarks/throughput.py --device cuda --batch-sizes 1 32 --train-batch 16
+On CUDA (picked automatically when present) models run under bf16 autocast with fused
+attention (``F.scaled_dot_product_attention``); on CPU in float32, fused attention too.
+Models have random weights: speed and memory do not depend on them. No network needed.
+
+    python benchmarks/throughput.py --quick    # check that it works: few reps, small batches
+    python benchmarks/throughput.py            # the full run, for a quiet machine
 """
 import argparse
-import csv
-import ctypes
-import json
+import gc
 import os
 import platform
+import shlex
 import statistics
-import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from multiprocessing import get_context
 from pathlib import Path
+from typing import Callable, Dict, List, Optional
 
 import timm
 import torch
 import torch.nn.functional as F
+from timm.utils import ParseKwargs
 
-import timm_inti  # noqa: F401  (registers the models)
-from timm_inti.flops import count_flops
+import timm_inti
+from timm_inti.flops import count_flops, formula_flops
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import apply_tome, subsample_frames, tome_r_for_flops  # noqa: E402
+from results_io import write_csv, write_text  # noqa: E402
 
-METHODS = ('naive', 'inti', 'inti_deep', 'subsample', 'tome')
+COLUMNS = [
+    'device', 'phase', 'frames', 'batch', 'method', 'gflops', 'median_ms', 'p25_ms', 'p75_ms', 'clips_per_s',
+    'speedup', 'speedup_p25', 'speedup_p75', 'peak_mib', 'step_mib', 'peak_reduction_pct', 'step_reduction_pct',
+    'reps',
+]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How to build one method: plain data, so a fresh process can rebuild it for memory."""
+    name: str
+    model: str                 # registered name
+    model_kwargs: tuple        # sorted (key, value) pairs for timm.create_model
+    subsample: int = 1         # feed every k-th frame
+    tome_r: Optional[int] = None
+
+    def build(self) -> torch.nn.Module:
+        model = timm.create_model(self.model, **dict(self.model_kwargs))
+        if self.tome_r is not None:
+            apply_tome(model, self.tome_r)
+        return model
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return subsample_frames(x, self.subsample) if self.subsample > 1 else x
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--model', default='inti_vit_b16')
-    parser.add_argument('--frames', type=int, default=8)
-    parser.add_argument('--img-size', type=int, default=224)
-    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 8])
-    parser.add_argument('--train-batch', type=int, default=4)
-    parser.add_argument('--reps', type=int, default=3)
-    parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS)
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--quick', action='store_true', help='112 px, batch 1 and 2, one repetition')
-    parser.add_argument('--out', type=Path, default=Path(__file__).parent / 'results')
-    parser.add_argument('--tome-r', type=int, default=None, help='ToMe merge rate (default: match InTI\'s GFLOPs)')
-    parser.add_argument('--memory-child', nargs=2, metavar=('METHOD', 'PHASE'), help=argparse.SUPPRESS)
+    parser.add_argument('--models', nargs='+', default=['inti_vit_b16', 'inti_vit_b16_deep'],
+                        help='InTI models on one backbone; the baselines match the first one\'s GFLOPs')
+    parser.add_argument('--frames', type=int, default=8, help='frames per clip')
+    parser.add_argument('--batches', nargs='+', type=int, help='inference batch sizes (default 1 8; --quick: 1 2)')
+    parser.add_argument('--train-batch', type=int, help='training batch size (default 2 on CPU, 8 on CUDA; --quick: 1)')
+    parser.add_argument('--reps', type=int, help='timed rounds (default 10; --quick: 3)')
+    parser.add_argument('--warmup', type=int, help='untimed calls per method first (default 2; --quick: 1)')
+    parser.add_argument('--quick', action='store_true', help='few reps and small batches, to check that it works')
+    parser.add_argument('--subsample', type=int, default=2, help='frame subsampling factor of the baseline')
+    parser.add_argument('--tome-r', type=int, help='ToMe merge rate (default: searched to match GFLOPs)')
+    parser.add_argument('--num-classes', type=int, default=400, help='classifier size (Kinetics-400: 400)')
+    parser.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs,
+                        help='more timm.create_model kwargs, e.g. img_size=160')
+    parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
+    parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s choice)')
+    parser.add_argument('--no-memory', action='store_true', help='skip the memory measurements')
+    parser.add_argument('--out', type=Path, default=Path(__file__).parent / 'results', help='output folder')
     args = parser.parse_args(argv)
-    if args.quick:
-        args.img_size, args.batch_sizes, args.train_batch, args.reps = 112, [1, 2], 1, 1
+    if args.device == 'auto':
+        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    elif args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: torch sees no CUDA device')
+    cpu = args.device == 'cpu'
+    if args.batches is None:
+        args.batches = [1, 2] if args.quick else [1, 8]
+    if args.train_batch is None:
+        args.train_batch = 1 if args.quick else (2 if cpu else 8)
+    args.reps = args.reps or (3 if args.quick else 10)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    if min(args.batches + [args.train_batch, args.reps, args.frames, args.subsample]) < 1:
+        parser.error('batch sizes, --reps, --frames and --subsample must be positive')
     return args
 
 
-class Method:
-    """A model and the frames it is fed."""
+def make_specs(args) -> List[Spec]:
+    def spec(name, model, **kwargs):
+        model_kwargs = dict(args.model_kwargs, num_frames=args.frames, num_classes=args.num_classes)
+        model_kwargs.update(kwargs.pop('model_kwargs', {}))
+        return Spec(name, model, tuple(sorted(model_kwargs.items())), **kwargs)
 
-    def __init__(self, name, model, frames):
-        self.name, self.model, self.frames = name, model, frames
+    first = args.models[0]
+    naive = spec('naive', first, model_kwargs=dict(inti_after=()))
+    inti = [spec(name, name) for name in args.models]
+    backbones = {s.name: timm.create_model(s.model, **dict(s.model_kwargs, inti_after=())) for s in inti[1:]}
+    reference = naive.build()
+    for name, other in backbones.items():
+        if (other.embed_dim, len(other.blocks), other.patch_embed.patch_size) != (
+                reference.embed_dim, len(reference.blocks), reference.patch_embed.patch_size):
+            raise SystemExit(f'--models must share one backbone: {name} differs from {first}')
 
-    def __call__(self, clips):
-        return self.model(subsample_frames(clips) if self.name == 'subsample' else clips)
+    r = args.tome_r
+    if r is None:
+        target = formula_flops(inti[0].build(), args.frames).gflops
+        print(f'searching the ToMe merge rate for {target:.1f} GFLOPs (fvcore; about a minute for ViT-B) ...',
+              file=sys.stderr, flush=True)
+        model_kwargs = {k: v for k, v in naive.model_kwargs if k != 'num_frames'}
+        r = tome_r_for_flops(first, args.frames, target, **model_kwargs)
+    return [naive] + inti + [
+        spec(f'subsample 1/{args.subsample}', first, model_kwargs=dict(inti_after=()), subsample=args.subsample),
+        spec(f'tome r={r}', first, model_kwargs=dict(inti_after=()), tome_r=r),
+    ]
 
 
-def build(name, args, tome_r=None):
-    kwargs = dict(img_size=args.img_size, num_frames=args.frames, num_classes=400)
-    if name == 'inti':
-        return Method(name, timm.create_model(args.model, **kwargs), args.frames)
-    if name == 'inti_deep':
-        return Method(name, timm.create_model(f'{args.model}_deep', **kwargs), args.frames)
-    naive = timm.create_model(args.model, inti_after=(), **kwargs)
-    if name == 'tome':
-        return Method(name, apply_tome(naive, tome_r), args.frames)
-    return Method(name, naive, (args.frames + 1) // 2 if name == 'subsample' else args.frames)
+def clip_for(model: torch.nn.Module, batch: int, frames: int, device: str) -> torch.Tensor:
+    return torch.randn(batch, model.in_chans, frames, *model.patch_embed.img_size, device=device)
 
 
-def autocast(device):
-    return torch.autocast('cuda', dtype=torch.bfloat16) if device.type == 'cuda' else nullcontext()
+def gflops_of(spec: Spec, model: torch.nn.Module, frames: int) -> float:
+    """Per-clip GFLOPs (multiply-adds): the closed form for naive/InTI (it equals fvcore), fvcore for ToMe."""
+    frames = len(range(0, frames, spec.subsample))
+    if spec.tome_r is None:
+        return formula_flops(model, frames).gflops
+    return count_flops(model.eval(), clip_for(model, 1, frames, 'cpu')).gflops  # model on CPU
 
 
-def sync(device):
-    if device.type == 'cuda':
+def make_step(spec: Spec, model: torch.nn.Module, x: torch.Tensor, train: bool, device: str) -> Callable[[], None]:
+    """One inference call or one training step (forward, loss, backward, free the gradients)."""
+    autocast = torch.autocast('cuda', dtype=torch.bfloat16) if device == 'cuda' else nullcontext()
+    if train:
+        target = torch.randint(0, model.num_classes, (x.shape[0],), device=device)
+
+        def step():
+            with autocast:
+                loss = F.cross_entropy(model(spec.prepare(x)).float(), target)
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+    else:
+        def step():
+            with torch.inference_mode(), autocast:
+                model(spec.prepare(x))
+    return step
+
+
+def _sync(device: str) -> None:
+    if device == 'cuda':
         torch.cuda.synchronize()
 
 
-def clips_for(batch, args, device):
-    return torch.randn(batch, 3, args.frames, args.img_size, args.img_size, device=device)
+def time_interleaved(steps: Dict[str, Callable[[], None]], reps: int, warmup: int, device: str,
+                     label: str) -> Dict[str, List[float]]:
+    """Seconds per call of every step, ``reps`` rounds, each running every step once in rotating order."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    names = list(steps)
+    times = {name: [] for name in names}
+    for i in range(reps):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            _sync(device)
+            start = time.perf_counter()
+            steps[name]()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+        print(f'  {label}: round {i + 1}/{reps}', file=sys.stderr, flush=True)
+    return times
 
 
-def infer(method, clips, device):
-    with torch.inference_mode(), autocast(device):
-        method(clips)
-    sync(device)
-
-
-def train_step(method, optimizer, clips, target, device):
-    with autocast(device):
-        loss = F.cross_entropy(method(clips).float(), target)
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    sync(device)
-
-
-def timed(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def _rss_kb(field):
+def _rss_kib(field: str) -> int:
     with open('/proc/self/status') as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field))
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
 
 
-def memory_child(args):
-    """Runs in a fresh process: one configuration's peak memory above what it holds before the step."""
-    device = torch.device(args.device)
-    method_name, phase = args.memory_child
-    method = build(method_name, args, args.tome_r)
-    method.model.to(device)
-    batch = args.train_batch if phase == 'train' else max(args.batch_sizes)
-    clips = clips_for(batch, args, device)
-    if phase == 'train':
-        method.model.train()
-        optimizer = torch.optim.AdamW(method.model.parameters(), lr=1e-4)
-        target = torch.zeros(batch, dtype=torch.long, device=device)
-        run = lambda: train_step(method, optimizer, clips, target, device)  # noqa: E731
-    else:
-        method.model.eval()
-        run = lambda: infer(method, clips, device)  # noqa: E731
-    run()  # warm-up: allocator caches, gradients and optimizer state exist from here on
-    if device.type == 'cuda':
+def measure_memory(spec: Spec, batch: int, frames: int, train: bool, device: str,
+                   threads: Optional[int] = None) -> Dict[str, float]:
+    """Peak memory of one step, in MiB: ``peak`` in all, ``step`` above what was resident before it.
+
+    On CPU this reads the process's resident set size, so it is meant to run in a fresh
+    process (``measure_memory_isolated``) where nothing else has been allocated.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = spec.build().to(device).train(train)
+    x = clip_for(model, batch, frames, device)
+    step = make_step(spec, model, x, train, device)
+    step()  # warm-up: one-off allocations (kernels, thread pools) are not the method's
+    gc.collect()
+    if device == 'cuda':
+        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-        run()
+        step()
+        torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated()
-        print(json.dumps(dict(peak_mb=peak / 2 ** 20, step_mb=(peak - before) / 2 ** 20)))
     else:
-        ctypes.CDLL('libc.so.6').malloc_trim(0)  # give the warm-up's freed activations back to the OS
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')  # Linux: reset the peak resident set (VmHWM) to the current one
-        before = _rss_kb('VmRSS:')
-        run()
-        peak = _rss_kb('VmHWM:')
-        print(json.dumps(dict(peak_mb=peak / 1024, step_mb=(peak - before) / 1024)))
+        try:  # reset the peak to the current RSS (Linux >= 4.0), else the warm-up's peak stays in it
+            with open('/proc/self/clear_refs', 'w') as f:
+                f.write('5')
+        except OSError:
+            pass
+        before = _rss_kib('VmRSS') * 1024
+        step()
+        peak = _rss_kib('VmHWM') * 1024
+    return dict(peak_mib=peak / 2 ** 20, step_mib=(peak - before) / 2 ** 20)
 
 
-def measure_memory(name, phase, args):
-    cmd = [sys.executable, __file__, '--memory-child', name, phase, '--model', args.model, '--frames', str(args.frames),
-           '--img-size', str(args.img_size), '--train-batch', str(args.train_batch), '--device', args.device,
-           '--batch-sizes', *map(str, args.batch_sizes), '--tome-r', str(args.tome_r)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+def measure_memory_isolated(spec: Spec, batch: int, frames: int, train: bool, threads: Optional[int]) -> Dict[str, float]:
+    """CPU ``measure_memory`` in a fresh process, with freed buffers returned to the OS at once."""
+    saved = os.environ.get('MALLOC_MMAP_THRESHOLD_')
+    os.environ['MALLOC_MMAP_THRESHOLD_'] = str(64 * 1024)  # glibc: mmap (and munmap on free) every buffer >= 64 KiB
+    try:
+        with ProcessPoolExecutor(1, mp_context=get_context('spawn'), max_tasks_per_child=1) as pool:
+            return pool.submit(measure_memory, spec, batch, frames, train, 'cpu', threads).result()
+    finally:
+        if saved is None:
+            del os.environ['MALLOC_MMAP_THRESHOLD_']
+        else:
+            os.environ['MALLOC_MMAP_THRESHOLD_'] = saved
 
 
-def spread(values, scale=1.0):
-    values = [v * scale for v in values]
-    return statistics.median(values), min(values), max(values)
+def quantiles(values: List[float]):
+    """Median, 25th and 75th percentiles."""
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method='inclusive')
+    return q2, q1, q3
 
 
-def machine(device):
-    if device.type == 'cuda':
-        return torch.cuda.get_device_name()
-    name = platform.processor() or platform.machine()
+def machine(device: str) -> str:
+    if device == 'cuda':
+        return f'{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), bf16 autocast'
+    cpu = platform.processor() or platform.machine()
     try:
         with open('/proc/cpuinfo') as f:
-            name = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
     except (OSError, StopIteration):
         pass
-    return f'{name}, {torch.get_num_threads()} threads'
+    return f'{cpu}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads, float32'
+
+
+def markdown(rows, header: str) -> str:
+    lines = [header, '']
+    for phase in dict.fromkeys(r['phase'] for r in rows):
+        for batch in dict.fromkeys(r['batch'] for r in rows if r['phase'] == phase):
+            sel = [r for r in rows if r['phase'] == phase and r['batch'] == batch]
+            unit = 'step' if phase == 'training' else 'batch'
+            lines += [
+                f"**{phase}, batch {batch}, {sel[0]['frames']} frames**", '',
+                f'| method | GFLOPs/clip | ms/{unit} (median [p25, p75]) | clips/s | speed-up vs naive [p25, p75] '
+                '| peak MiB | step MiB | peak / step vs naive |',
+                '|---|---|---|---|---|---|---|---|',
+            ]
+            for r in sel:
+                memory = ('| - | - | - |' if r['peak_mib'] is None else
+                          f"| {r['peak_mib']:.0f} | {r['step_mib']:.0f} "
+                          f"| {-r['peak_reduction_pct']:+.1f}% / {-r['step_reduction_pct']:+.1f}% |")
+                lines.append(
+                    f"| {r['method']} | {r['gflops']:.1f} | {r['median_ms']:.1f} [{r['p25_ms']:.1f}, {r['p75_ms']:.1f}] "
+                    f"| {r['clips_per_s']:.2f} | {r['speedup']:.2f}x [{r['speedup_p25']:.2f}, {r['speedup_p75']:.2f}] "
+                    + memory)
+            lines.append('')
+    return '\n'.join(lines)
+
+
+def build_models(specs: List[Spec], frames: int, device: str):
+    """One model per distinct spec (subsampling reuses the naive one), and every method's GFLOPs."""
+    models, built = {}, {}
+    for spec in specs:
+        key = (spec.model, spec.model_kwargs, spec.tome_r)
+        if key not in built:
+            built[key] = spec.build()
+        models[spec.name] = built[key]
+    gflops = {s.name: gflops_of(s, models[s.name], frames) for s in specs}  # on CPU, before moving
+    print('GFLOPs per clip: ' + ', '.join(f'{n} {g:.1f}' for n, g in gflops.items()), file=sys.stderr)
+    return {name: model.to(device) for name, model in models.items()}, gflops
+
+
+def run_timings(specs: List[Spec], args) -> List[dict]:
+    """Interleaved timings of every phase (inference at each batch size, training); one row per method."""
+    models, gflops = build_models(specs, args.frames, args.device)
+    rows = []
+    phases = [('inference', b, False) for b in args.batches] + [('training', args.train_batch, True)]
+    for phase, batch, train in phases:
+        steps = {}
+        for spec in specs:
+            model = models[spec.name].train(train)
+            x = clip_for(model, batch, args.frames, args.device)
+            steps[spec.name] = make_step(spec, model, x, train, args.device)
+        times = time_interleaved(steps, args.reps, args.warmup, args.device, f'{phase}, batch {batch}')
+        naive = times[specs[0].name]
+        for spec in specs:
+            t = times[spec.name]
+            median, p25, p75 = quantiles(t)
+            speedup = quantiles([n / m for n, m in zip(naive, t)])
+            rows.append(dict(
+                device=args.device, phase=phase, frames=args.frames, batch=batch, method=spec.name,
+                gflops=gflops[spec.name], median_ms=1e3 * median, p25_ms=1e3 * p25, p75_ms=1e3 * p75,
+                clips_per_s=batch / median, speedup=speedup[0], speedup_p25=speedup[1], speedup_p75=speedup[2],
+                peak_mib=None, step_mib=None, peak_reduction_pct=None, step_reduction_pct=None, reps=args.reps))
+    return rows
+
+
+def run_memory(specs: List[Spec], rows: List[dict], args) -> None:
+    """Peak memory of every row's step, each measured alone (see ``measure_memory``)."""
+    for row in rows:
+        spec = next(s for s in specs if s.name == row['method'])
+        print(f"  memory: {row['phase']}, batch {row['batch']}, {spec.name}", file=sys.stderr, flush=True)
+        train = row['phase'] == 'training'
+        if args.device == 'cpu':
+            row.update(measure_memory_isolated(spec, row['batch'], args.frames, train, args.threads))
+        else:
+            row.update(measure_memory(spec, row['batch'], args.frames, train, args.device))
+            gc.collect()
+            torch.cuda.empty_cache()
+    for row in rows:
+        base = next(r for r in rows if (r['phase'], r['batch'], r['method']) == (row['phase'], row['batch'], 'naive'))
+        row['peak_reduction_pct'] = 100 * (1 - row['peak_mib'] / base['peak_mib'])
+        row['step_reduction_pct'] = 100 * (1 - row['step_mib'] / base['step_mib'])
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    if args.memory_child:
-        return memory_child(args)
-    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    timm.layers.set_fused_attn(True)
+    if args.device == 'cuda':
+        torch.backends.cudnn.benchmark = True
+    load_before = os.getloadavg()
+    started = time.perf_counter()
     torch.manual_seed(0)
-    if f'{args.model}_deep' not in timm.list_models() and 'inti_deep' in args.methods:
-        args.methods.remove('inti_deep')
-    if 'naive' not in args.methods:
-        args.methods.insert(0, 'naive')
 
-    one = clips_for(1, args, torch.device('cpu'))
-    inti_gflops = count_flops(build('inti', args).model.eval(), one).gflops
-    if 'tome' in args.methods and args.tome_r is None:
-        args.tome_r = tome_r_for_flops(lambda: build('naive', args).model, args.frames, inti_gflops)
-    methods = [build(name, args, args.tome_r) for name in args.methods]
-    gflops = {m.name: count_flops(m.model.eval(), one[:, :, :m.frames]).gflops for m in methods}
-    print(f"GFLOPs per clip: {', '.join(f'{k} {v:.1f}' for k, v in gflops.items())} (ToMe r={args.tome_r})",
-          file=sys.stderr)
-    for m in methods:
-        m.model.to(device)
+    specs = make_specs(args)
+    rows = run_timings(specs, args)
+    gc.collect()  # the timing models are gone: memory runs build their own
+    if args.device == 'cuda':
+        torch.cuda.empty_cache()
+    if not args.no_memory:
+        run_memory(specs, rows, args)
 
-    rows = []
-    phases = [('infer', b) for b in args.batch_sizes] + [('train', args.train_batch)]
-    for phase, batch in phases:
-        clips = clips_for(batch, args, device)
-        target = torch.zeros(batch, dtype=torch.long, device=device)
-        runs = {}
-        for m in methods:
-            if phase == 'train':
-                m.model.train()
-                optimizer = torch.optim.AdamW(m.model.parameters(), lr=1e-4)
-                runs[m.name] = lambda m=m, o=optimizer: train_step(m, o, clips, target, device)
-            else:
-                m.model.eval()
-                runs[m.name] = lambda m=m: infer(m, clips, device)
-            runs[m.name]()  # warm-up (and the optimizer's state)
-        times = {name: [] for name in runs}
-        for rep in range(args.reps):  # interleaved: every method once per repetition
-            for name, run in runs.items():
-                times[name].append(timed(run))
-            print(f'{phase} batch {batch}: repetition {rep + 1}/{args.reps}', file=sys.stderr)
-        naive_time = statistics.median(times['naive'])
-        for name in runs:
-            seconds, fastest, slowest = spread(times[name])
-            rows.append(dict(phase=phase, batch=batch, method=name, gflops=gflops[name], seconds=seconds,
-                             seconds_min=fastest, seconds_max=slowest, clips_per_s=batch / seconds,
-                             speedup=naive_time / seconds))
-        del runs
-
-    memory_batch = {'infer': max(args.batch_sizes), 'train': args.train_batch}
-    for phase in ('infer', 'train'):
-        naive_memory = None
-        for name in args.methods:
-            mem = measure_memory(name, phase, args)
-            naive_memory = naive_memory or mem
-            row = next(r for r in rows if r['phase'] == phase and r['method'] == name and r['batch'] == memory_batch[phase])
-            row.update(peak_mb=mem['peak_mb'], step_mb=mem['step_mb'],
-                       peak_saving=1 - mem['peak_mb'] / naive_memory['peak_mb'],
-                       step_saving=1 - mem['step_mb'] / naive_memory['step_mb'])
-            print(f'{phase} memory of {name}: peak {mem["peak_mb"]:.0f} MB', file=sys.stderr)
-
-    report(rows, args, device)
-    return 0
-
-
-def report(rows, args, device):
-    where = 'cuda' if device.type == 'cuda' else 'cpu'
-    header = (f'{args.model}, {args.frames} x {args.img_size} x {args.img_size} clips, {machine(device)}, '
-              f'torch {torch.__version__}{", bf16 autocast" if where == "cuda" else ", fp32"}; '
-              f'median of {args.reps} interleaved repetitions (min-max); ratios against naive in the same run.\n')
-    lines = [header]
-    for phase, title in (('infer', 'Inference'), ('train', 'Training step (forward, backward, AdamW)')):
-        lines += [f'\n### {title}\n', '| method | batch | GFLOPs/clip | clips/s | ms per batch (min-max) | speed-up '
-                  '| peak memory (MB) | step memory (MB) | step memory saved |', '|' + '---|' * 9]
-        for r in rows:
-            if r['phase'] != phase:
-                continue
-            memory = (f"{r['peak_mb']:.0f} | {r['step_mb']:.0f} | {100 * r['step_saving']:.0f}%" if 'peak_mb' in r
-                      else ' | | ')
-            lines.append(
-                f"| {r['method']} | {r['batch']} | {r['gflops']:.1f} | {r['clips_per_s']:.2f} | "
-                f"{1000 * r['seconds']:.0f} ({1000 * r['seconds_min']:.0f}-{1000 * r['seconds_max']:.0f}) | "
-                f"{r['speedup']:.2f}x | {memory} |")
-    table = '\n'.join(lines)
+    load_after = os.getloadavg()
+    header = '\n'.join([
+        f"Machine: {machine(args.device)}; torch {torch.__version__}, timm {timm.__version__}, timm-inti "
+        f"{timm_inti.__version__}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        f"Load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after; {args.reps} interleaved rounds "
+        f"after {args.warmup} warm-up calls per method.",
+        f"Command: `python benchmarks/throughput.py {shlex.join(argv)}`",
+        'GFLOPs = 10^9 multiply-adds per clip; speed-up = median over rounds of naive time / method time; '
+        'step MiB = peak minus memory resident before the step (activations, gradients).',
+    ])
+    table = markdown(rows, header)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f'throughput_{where}' + ('_quick' if args.quick else '')
-    fields = sorted({k for r in rows for k in r}, key=lambda k: list(rows[-1]).index(k) if k in rows[-1] else 99)
-    with open(args.out / f'{stem}.csv', 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    (args.out / f'{stem}.md').write_text(table + '\n')
-    print(f'\nwrote {args.out / stem}.csv and .md', file=sys.stderr)
+    stem = f"throughput_{args.device}{'_quick' if args.quick else ''}"
+
+    write_csv(args.out / f'{stem}.csv', rows, COLUMNS)
+    write_text(args.out / f'{stem}.md', table + '\n')
+    print(f'wrote {args.out / stem}.csv and .md in {time.perf_counter() - started:.0f} s', file=sys.stderr)
+    return 0
 
 
 if __name__ == '__main__':
