@@ -11,7 +11,6 @@ Median of ``--reps`` interleaved repetitions. Without ``--videos``, it writes a 
     python benchmarks/decode.py --videos a.mp4 b.webm --frames 16 --reps 5
 """
 import argparse
-import csv
 import statistics
 import sys
 import tempfile
@@ -21,6 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from timm_inti.video import available_backends, probe, read_frames, sample_indices
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import write_csv, write_text  # noqa: E402
 
 
 def write_test_video(path: Path, seconds: int = 10, fps: int = 25, size=(240, 320)) -> Path:
@@ -93,12 +95,9 @@ def main(argv=None):
     table = '\n'.join([header] + lines)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / 'decode.csv', 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (args.out / 'decode.md').write_text(
-        f'{args.frames}-frame clips (dense stride {args.stride}), median of {args.reps} runs.\n\n{table}\n')
+    write_csv(args.out / 'decode.csv', rows, list(rows[0]))
+    write_text(args.out / 'decode.md',
+               f'{args.frames}-frame clips (dense stride {args.stride}), median of {args.reps} runs.\n\n{table}\n')
     tmp.cleanup()
     return 0
 
