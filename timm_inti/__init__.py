@@ -3,6 +3,7 @@
 ``import timm_inti`` registers the models with timm; then ``timm.create_model("inti_vit_b16")``
 and the ``hf-hub:`` / ``local-dir:`` names work as for timm's own models.
 """
+from .hub import push_to_hub, read_checkpoint, save_pretrained
 from .inti import InTI, merged_num_frames
 from .vit import MODEL_ALIASES, CheckpointError, VideoVisionTransformer, checkpoint_filter_fn, resample_temporal_embed
 

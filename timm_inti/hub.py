@@ -24,7 +24,6 @@ import torch
 import torch.nn as nn
 from timm.models import save_for_hf
 
-from .flops import formula_flops
 from .inti import merged_num_frames
 from .vit import CheckpointError
 
@@ -102,6 +101,7 @@ def model_card(
         finetuned_on: The data the weights were fine-tuned on; None states that they are an
             initialisation from CLIP image weights, with InTI layers and temporal parts untrained.
     """
+    from .flops import formula_flops  # fvcore loads only when a card is written
     cfg = model.pretrained_cfg
     arch = cfg.get('architecture', type(model).__name__)
     source = cfg.get('hf_hub_id') or cfg.get('tag') or 'CLIP'
