@@ -158,6 +158,9 @@ def apply_tome(model: VisionTransformer, r: int) -> VisionTransformer:
         raise ValueError(
             f'apply_tome expects a naive model (inti_after=()); this one has InTI layers after blocks '
             f'{model.inti_after}: InTI merges frames of aligned token grids, which ToMe scrambles')
+    if getattr(model, 'adapters', None) is not None:
+        raise ValueError('apply_tome expects a model without spatio-temporal adapters: they convolve over the '
+                         'patch grid, which ToMe scrambles')
     for i, blk in enumerate(model.blocks):
         if type(blk) not in (Block, ToMeBlock) or type(blk.attn) is not Attention:
             raise TypeError(

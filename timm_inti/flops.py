@@ -86,6 +86,12 @@ def _inti_macs(frames: int, tokens: int, dim: int, inti: torch.nn.Module) -> int
     )
 
 
+def _adapter_macs(frames: int, patches: int, adapter: torch.nn.Module) -> int:
+    """One spatio-temporal adapter on the patch tokens of ``frames`` frames (the residual add is not counted)."""
+    dim, hidden = adapter.down.in_features, adapter.down.out_features
+    return frames * patches * (2 * dim * hidden + hidden * math.prod(adapter.conv.kernel_size))
+
+
 def formula_flops(model: torch.nn.Module, num_frames: int, img_size: Sequence[int] = None) -> FlopCount:
     """Closed-form multiply-adds of a ``VideoVisionTransformer`` forward pass on one clip."""
     img_size = tuple(img_size or model.patch_embed.img_size)
@@ -97,9 +103,11 @@ def formula_flops(model: torch.nn.Module, num_frames: int, img_size: Sequence[in
     patch_macs = num_frames * patches * dim * proj.in_channels * math.prod(proj.kernel_size)
     norm_pre = 0 if isinstance(model.norm_pre, torch.nn.Identity) else _LAYER_NORM_FLOPS * num_frames * tokens * dim
 
-    blocks = inti = 0
+    blocks = inti = adapters = 0
     frames = num_frames
     for i, blk in enumerate(model.blocks):
+        if model.adapters is not None:
+            adapters += _adapter_macs(frames, patches, model.adapters[i])
         blocks += _block_macs(frames, tokens, dim, blk.mlp.fc1.out_features)
         key = str(i + 1)
         if key in model.inti:
@@ -110,5 +118,6 @@ def formula_flops(model: torch.nn.Module, num_frames: int, img_size: Sequence[in
     fc_norm = 0 if isinstance(model.fc_norm, torch.nn.Identity) else _LAYER_NORM_FLOPS * dim
     head = dim * model.num_classes
     by_module = dict(
-        patch_embed=patch_macs, norm_pre=norm_pre, blocks=blocks, inti=inti, norm=norm, fc_norm=fc_norm, head=head)
+        patch_embed=patch_macs, norm_pre=norm_pre, blocks=blocks, adapters=adapters, inti=inti, norm=norm,
+        fc_norm=fc_norm, head=head)
     return FlopCount(total=sum(by_module.values()), inti=inti, by_module=by_module)

@@ -11,6 +11,8 @@ choices below that the paper does not state are this project's (see PAPER.md).
   * ``inti_after=(k, ...)`` places an InTI layer after the first k blocks; ``()`` is naive
     per-frame adaptation, the baseline every comparison uses;
   * a learned temporal position embedding (zero at init, resampled for other clip lengths);
+  * optional temporal modules (``adapter_dim``): an ST-Adapter-style spatio-temporal adapter
+    before every block, running on the frames that block sees (zero at init);
   * the head sees the per-frame pooled tokens (class tokens for CLIP) averaged over the
     frames that remain.
 
@@ -37,6 +39,7 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as _vit_checkpoint_filter_fn
 
 from .inti import InTI, Weighting, merged_num_frames
+from .temporal import STAdapter
 
 __all__ = ['VideoVisionTransformer', 'CheckpointError', 'MODEL_ALIASES', 'checkpoint_filter_fn', 'resample_temporal_embed']
 
@@ -69,9 +72,12 @@ class VideoVisionTransformer(VisionTransformer):
         inti_kernel_sizes: Local context windows of the InTI weight networks.
         inti_global_context: Add a global context scale to the InTI weight networks.
         inti_weighting: ``'softmax'`` (the method), ``'sigmoid'`` or ``'mean'`` (ablations).
+        adapter_dim: Bottleneck width of a spatio-temporal adapter before every block
+            (temporal modules); ``0`` for none (timm's ``create_model`` drops ``None`` kwargs).
+        adapter_kernel_size: (time, height, width) kernel of the adapters' depthwise convolution.
     """
     # parameters an image checkpoint does not have; a CLIP tower leaves them at their init
-    video_only_prefixes: Tuple[str, ...] = ('temporal_embed', 'inti.')
+    video_only_prefixes: Tuple[str, ...] = ('temporal_embed', 'inti.', 'adapters.')
 
     def __init__(
             self,
@@ -81,6 +87,8 @@ class VideoVisionTransformer(VisionTransformer):
             inti_kernel_sizes: Sequence[int] = (1, 3, 7),
             inti_global_context: bool = True,
             inti_weighting: Weighting = 'softmax',
+            adapter_dim: int = 0,
+            adapter_kernel_size: Sequence[int] = (3, 1, 1),
             **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -111,6 +119,10 @@ class VideoVisionTransformer(VisionTransformer):
             )
             for k in inti_after
         })
+        self.adapters = nn.ModuleList([
+            STAdapter(self.embed_dim, adapter_dim, adapter_kernel_size, num_prefix_tokens=self.num_prefix_tokens, **dd)
+            for _ in range(depth)
+        ]) if adapter_dim else None
 
     @property
     def inti_after(self) -> Tuple[int, ...]:
@@ -132,10 +144,10 @@ class VideoVisionTransformer(VisionTransformer):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Union[str, List]]:
-        # an InTI layer after k blocks joins the group of the block it feeds (blocks.k)
+        # an InTI layer after k blocks joins the group of the block it feeds (blocks.k), an adapter its block
         return dict(
             stem=r'^(?:cls_token|reg_token|pos_embed|temporal_embed|patch_embed|norm_pre)',
-            blocks=[(r'^blocks\.(\d+)', None), (r'^inti\.(\d+)', None), (r'^norm', (99999,))],
+            blocks=[(r'^(?:blocks|adapters)\.(\d+)', None), (r'^inti\.(\d+)', None), (r'^norm', (99999,))],
         )
 
     def _as_clip(self, x: torch.Tensor) -> Tuple[torch.Tensor, bool]:
@@ -183,6 +195,14 @@ class VideoVisionTransformer(VisionTransformer):
         x = self.norm_pre(x)
         return x, grid_size, is_image
 
+    def _block(self, index: int, x: torch.Tensor, grid_size: Tuple[int, int]) -> torch.Tensor:
+        """Block ``index`` (after its adapter, if any) on tokens (B, T, N, D), as a batch of frames."""
+        if self.adapters is not None:
+            x = self.adapters[index](x, grid_size)
+        batch = x.shape[0]
+        x = self.blocks[index](rearrange(x, 'b t n d -> (b t) n d'))
+        return rearrange(x, '(b t) n d -> b t n d', b=batch)
+
     def _forward_blocks(
             self,
             x: torch.Tensor,
@@ -195,22 +215,17 @@ class VideoVisionTransformer(VisionTransformer):
         Tokens (B, T, N, D) in and out; blocks see them as a batch of frames ((B T), N, D).
         Returns the output and the outputs of the blocks in ``take_indices``.
         """
-        batch = x.shape[0]
         intermediates = []
-        blocks = self.blocks if num_blocks is None else self.blocks[:num_blocks]
-        x = rearrange(x, 'b t n d -> (b t) n d')
-        for i, blk in enumerate(blocks):
+        for i in range(len(self.blocks) if num_blocks is None else num_blocks):
             if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint(blk, x)
+                x = checkpoint(self._block, i, x, grid_size)
             else:
-                x = blk(x)
+                x = self._block(i, x, grid_size)
             if i in take_indices:
-                intermediates.append(rearrange(x, '(b t) n d -> b t n d', b=batch))
+                intermediates.append(x)
             if str(i + 1) in self.inti:
-                x = rearrange(x, '(b t) n d -> b t n d', b=batch)
                 x = self.inti[str(i + 1)](x, grid_size)
-                x = rearrange(x, 'b t n d -> (b t) n d')
-        return rearrange(x, '(b t) n d -> b t n d', b=batch), intermediates
+        return x, intermediates
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) -> normalised tokens (B, T', N, D); (B, C, H, W) -> (B, N, D)."""
@@ -300,6 +315,8 @@ class VideoVisionTransformer(VisionTransformer):
         take_indices = super().prune_intermediate_layers(indices, prune_norm, prune_head)
         for key in [k for k in self.inti if int(k) >= len(self.blocks)]:
             del self.inti[key]  # merges after the last kept block feed nothing
+        if self.adapters is not None:
+            self.adapters = self.adapters[:len(self.blocks)]
         return take_indices
 
 
@@ -449,6 +466,8 @@ _MODELS = {
     'inti_vit_b16_deep': ('inti_vit_base_patch16_clip_224_deep', 'b16'),
     'inti_vit_l14': ('inti_vit_large_patch14_clip_224', 'l14'),
     'inti_vit_l14_deep': ('inti_vit_large_patch14_clip_224_deep', 'l14'),
+    'inti_vit_b16_temporal': ('inti_vit_base_patch16_clip_224_temporal', 'b16'),
+    'inti_vit_l14_temporal': ('inti_vit_large_patch14_clip_224_temporal', 'l14'),
 }
 MODEL_ALIASES = {alias: long_name for alias, (long_name, _) in _MODELS.items()}
 
@@ -475,6 +494,11 @@ def _inti_vit_b16_deep(variant: str, pretrained: bool, **kwargs) -> VideoVisionT
     return _create_inti_vit(variant, pretrained=pretrained, **dict(model_args, **kwargs))
 
 
+def _inti_vit_b16_temporal(variant: str, pretrained: bool, **kwargs) -> VideoVisionTransformer:
+    model_args = dict(_VIT_B16_CLIP, inti_after=(3,), adapter_dim=384, adapter_kernel_size=(3, 1, 1))
+    return _create_inti_vit(variant, pretrained=pretrained, **dict(model_args, **kwargs))
+
+
 def _inti_vit_l14(variant: str, pretrained: bool, **kwargs) -> VideoVisionTransformer:
     model_args = dict(_VIT_L14_CLIP, inti_after=(6,))
     return _create_inti_vit(variant, pretrained=pretrained, **dict(model_args, **kwargs))
@@ -482,6 +506,11 @@ def _inti_vit_l14(variant: str, pretrained: bool, **kwargs) -> VideoVisionTransf
 
 def _inti_vit_l14_deep(variant: str, pretrained: bool, **kwargs) -> VideoVisionTransformer:
     model_args = dict(_VIT_L14_CLIP, inti_after=(6, 12, 18))
+    return _create_inti_vit(variant, pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+def _inti_vit_l14_temporal(variant: str, pretrained: bool, **kwargs) -> VideoVisionTransformer:
+    model_args = dict(_VIT_L14_CLIP, inti_after=(6,), adapter_dim=512, adapter_kernel_size=(3, 1, 1))
     return _create_inti_vit(variant, pretrained=pretrained, **dict(model_args, **kwargs))
 
 
@@ -539,3 +568,31 @@ def inti_vit_l14_deep(pretrained: bool = False, **kwargs) -> VideoVisionTransfor
     """ Short name of inti_vit_large_patch14_clip_224_deep.
     """
     return _inti_vit_l14_deep('inti_vit_l14_deep', pretrained, **kwargs)
+
+
+@register_model
+def inti_vit_base_patch16_clip_224_temporal(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
+    """ CLIP ViT-B/16, InTI after 3 of 12 blocks, and a spatio-temporal adapter (width 384) before every block.
+    """
+    return _inti_vit_b16_temporal('inti_vit_base_patch16_clip_224_temporal', pretrained, **kwargs)
+
+
+@register_model
+def inti_vit_b16_temporal(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
+    """ Short name of inti_vit_base_patch16_clip_224_temporal.
+    """
+    return _inti_vit_b16_temporal('inti_vit_b16_temporal', pretrained, **kwargs)
+
+
+@register_model
+def inti_vit_large_patch14_clip_224_temporal(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
+    """ CLIP ViT-L/14, InTI after 6 of 24 blocks, and a spatio-temporal adapter (width 512) before every block.
+    """
+    return _inti_vit_l14_temporal('inti_vit_large_patch14_clip_224_temporal', pretrained, **kwargs)
+
+
+@register_model
+def inti_vit_l14_temporal(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
+    """ Short name of inti_vit_large_patch14_clip_224_temporal.
+    """
+    return _inti_vit_l14_temporal('inti_vit_l14_temporal', pretrained, **kwargs)
