@@ -1,7 +1,7 @@
 """FLOPs of every registered InTI variant against naive per-frame adaptation.
 
 For each model and clip length: fvcore's count with attention included, the naive model
-(the same ViT with ``inti_after=()``), the reduction, the InTI layers' own share, and the
+(the same ViT, with the same temporal modules if any, and ``inti_after=()``), the reduction, the InTI layers' own share, and the
 closed-form cost model of timm_inti.flops, which must agree with fvcore within 1%, and the
 bound of the block schedule alone (the reduction if only the Transformer blocks cost
 anything: 37.5% for one InTI layer after a quarter of the blocks); patch embedding, head and
@@ -51,8 +51,8 @@ def clip(model, frames):
 def measure(name, frames, naive_cache):
     model = timm.create_model(name).eval()
     naive = timm.create_model(name, inti_after=()).eval()
-    # variants sharing a backbone share a naive count
-    key = (naive.embed_dim, len(naive.blocks), tuple(naive.patch_embed.patch_size), type(naive).__name__, frames)
+    # variants sharing a backbone (and temporal modules) share a naive count; repr spells out the architecture
+    key = (repr(naive), frames)
     if key not in naive_cache:
         naive_cache[key] = count_flops(naive, clip(naive, frames))
     naive_count = naive_cache[key]
