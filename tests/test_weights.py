@@ -107,3 +107,11 @@ def test_model_cards_for_registered_variants(tmp_path):
     assert 'GFLOPs per 8-frame clip: 305.4' in card  # as benchmarks/flops.py measures with fvcore
     assert 'An initialisation, not a trained video model' in card and 'timm/vit_large_patch14_clip_224.laion2b' in card
     assert 'inti_vit_l14_deep.laion2b' in card and '2408.06840' in card
+    assert 'Temporal modules: none' in card
+
+
+def test_model_card_of_a_temporal_variant_names_its_adapters(tmp_path):
+    assert tool('cards')(['--out', str(tmp_path), '--models', 'inti_vit_b16_temporal']) == 0
+    card = (tmp_path / 'inti_vit_b16_temporal.openai.md').read_text()
+    assert 'adapter before every block (ST-Adapter style: bottleneck width 384, depthwise 3x1x1' in card
+    assert 'GFLOPs per 8-frame clip: 95.4' in card  # 37.2% below the same model with inti_after=()

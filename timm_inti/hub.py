@@ -86,6 +86,15 @@ def _schedule(model: nn.Module) -> str:
                      for k in model.inti_after)
 
 
+def _temporal_modules(model: nn.Module) -> str:
+    if model.adapters is None:
+        return 'none'
+    adapter = model.adapters[0]
+    kernel = 'x'.join(str(k) for k in adapter.conv.kernel_size)
+    return (f'a spatio-temporal adapter before every block (ST-Adapter style: bottleneck width '
+            f'{adapter.down.out_features}, depthwise {kernel} convolution over time x height x width)')
+
+
 def model_card(
         model: nn.Module,
         label_names: Optional[Sequence[str]] = None,
@@ -114,8 +123,8 @@ def model_card(
                   f'The head predicts {len(label_names or []) or model.num_classes} classes.')
     else:
         origin = (f'**An initialisation, not a trained video model.** The ViT weights are the CLIP image tower '
-                  f'`{source}`, unchanged; the InTI layers start as an exact average of each frame pair and the '
-                  f'temporal embedding at zero, so before fine-tuning the model is temporal average pooling of '
+                  f'`{source}`, unchanged; the InTI layers start as an exact average of each frame pair, the '
+                  f'temporal embedding and any temporal modules at zero, so before fine-tuning the model is temporal average pooling of '
                   f'CLIP features. The head is CLIP\'s image projection: outputs are CLIP image embeddings.')
     front = {
         'library_name': 'timm',
@@ -142,6 +151,7 @@ def model_card(
         f'- Architecture: ViT, {len(model.blocks)} blocks, width {model.embed_dim}, patch '
         f'{model.patch_embed.patch_size[0]}, {model.patch_embed.img_size[0]}x{model.patch_embed.img_size[1]} frames',
         f'- InTI schedule: {_schedule(model)}',
+        f'- Temporal modules: {_temporal_modules(model)}',
         f'- Clip length: {frames} frames (other lengths work; the temporal embedding is resampled)',
         f'- Parameters: {params:.1f} M',
         f'- GFLOPs per {frames}-frame clip: {flops.gflops:.1f} (10^9 multiply-adds, one view, attention included; '
