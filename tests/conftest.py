@@ -147,3 +147,22 @@ def open_clip_b16():
         warnings.simplefilter('ignore')
         model = open_clip.create_model('ViT-B-16-quickgelu', pretrained=None)
     return model.eval()
+
+
+def check_grad_checkpointing(model, x):
+    """Forward and backward of ``model`` on ``x`` agree with and without gradient checkpointing.
+
+    Returns the parameter gradients (of the plain run), by name; each is checked to exist.
+    """
+    out = model(x)
+    out.sum().backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is not None for g in grads.values()), [n for n, g in grads.items() if g is None]
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    out2 = model(x)
+    out2.sum().backward()
+    torch.testing.assert_close(out2, out)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[n], atol=1e-5, rtol=1e-4)
+    return grads

@@ -6,6 +6,7 @@ import timm
 import torch
 
 import timm_inti
+from conftest import check_grad_checkpointing
 from timm_inti import VideoVisionTransformer
 
 
@@ -93,18 +94,7 @@ def test_frame_counts_through_the_schedule(frames):
 
 def test_forward_backward_odd_and_other_lengths_with_grad_checkpointing():
     model = tiny(num_classes=5, inti_after=(2,))
-    x = clip(frames=5)
-    out = model(x)
-    out.sum().backward()
-    grads = {n: p.grad for n, p in model.named_parameters()}
-    assert all(g is not None for g in grads.values()), [n for n, g in grads.items() if g is None]
-    model.zero_grad()
-    model.set_grad_checkpointing(True)
-    out2 = model(x)
-    out2.sum().backward()
-    torch.testing.assert_close(out2, out)
-    for n, p in model.named_parameters():
-        torch.testing.assert_close(p.grad, grads[n], atol=1e-5, rtol=1e-4)
+    check_grad_checkpointing(model, clip(frames=5))
 
 
 def test_temporal_embedding_is_learned_zero_at_init_and_resampled():
