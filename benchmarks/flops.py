@@ -91,7 +91,7 @@ def plot(rows, path):
     except ImportError:
         print('matplotlib is not installed: no plot (pip install "timm-inti[plot]")', file=sys.stderr)
         return False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     naive_done = set()
     for name in dict.fromkeys(r['model'] for r in rows):
         mine = [r for r in rows if r['model'] == name]
@@ -106,7 +106,7 @@ def plot(rows, path):
     ax.set_xscale('log', base=2)
     ax.set_yscale('log')
     ax.set_title('InTI vs naive per-frame adaptation, 224x224, one view')
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc='center left', bbox_to_anchor=(1.02, 0.5))  # beside the plot, not over the lines
     ax.grid(True, which='both', alpha=0.3)
     fig.tight_layout()
     write_atomic(path, lambda f: fig.savefig(f, format='png', dpi=120), binary=True)
