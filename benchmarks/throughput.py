@@ -84,7 +84,8 @@ def parse_args(argv=None):
                         help='InTI models on one backbone; the baselines match the first one\'s GFLOPs')
     parser.add_argument('--frames', type=int, default=8, help='frames per clip')
     parser.add_argument('--batches', nargs='+', type=int, help='inference batch sizes (default 1 8; --quick: 1 2)')
-    parser.add_argument('--train-batch', type=int, help='training batch size (default 2 on CPU, 8 on CUDA; --quick: 1)')
+    parser.add_argument('--train-batch', type=int,
+                        help='training batch size (default 8, a fine-tuning batch per device; --quick: 1)')
     parser.add_argument('--reps', type=int, help='timed rounds (default 10; --quick: 3)')
     parser.add_argument('--warmup', type=int, help='untimed calls per method first (default 2; --quick: 1)')
     parser.add_argument('--quick', action='store_true', help='few reps and small batches, to check that it works')
@@ -102,11 +103,10 @@ def parse_args(argv=None):
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
     elif args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: torch sees no CUDA device')
-    cpu = args.device == 'cpu'
     if args.batches is None:
         args.batches = [1, 2] if args.quick else [1, 8]
     if args.train_batch is None:
-        args.train_batch = 1 if args.quick else (2 if cpu else 8)
+        args.train_batch = 1 if args.quick else 8
     args.reps = args.reps or (3 if args.quick else 10)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     if min(args.batches + [args.train_batch, args.reps, args.frames, args.subsample]) < 1:
