@@ -189,10 +189,11 @@ def tome_r_for_flops(
     """The ToMe merge rate whose fvcore GFLOPs on one clip come closest to ``target_gflops``.
 
     Args:
-        model_name_or_factory: A registered model name, built with ``inti_after=()`` and
-            ``num_frames=num_frames`` unless ``model_kwargs`` says otherwise, or a callable
+        model_name_or_factory: A registered model name, built with ``num_frames=num_frames``
+            and ``inti_after=()`` unless ``model_kwargs`` says otherwise, or a callable
             returning a naive model.
-        num_frames: Frames of the clip (batch 1, the model's image size).
+        num_frames: Frames of the clip (batch 1, the model's image size), and the model's
+            ``num_frames`` (so ``model_kwargs`` cannot hold it).
         target_gflops: Budget in GFLOPs (10^9 multiply-adds, as ``timm_inti.flops.count_flops``).
         model_kwargs: Passed to ``timm.create_model`` or the factory.
 
@@ -205,8 +206,7 @@ def tome_r_for_flops(
     if isinstance(model_name_or_factory, str):
         import timm
         model_kwargs.setdefault('inti_after', ())
-        model_kwargs.setdefault('num_frames', num_frames)
-        model = timm.create_model(model_name_or_factory, **model_kwargs)
+        model = timm.create_model(model_name_or_factory, num_frames=num_frames, **model_kwargs)
     else:
         model = model_name_or_factory(**model_kwargs)
     model.eval()
