@@ -71,7 +71,7 @@ from timm_inti.flops import count_flops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import apply_tome, subsample_frames, tome_r_for_flops  # noqa: E402
-from results_io import write_atomic, write_csv, write_text  # noqa: E402
+from results_io import pyplot, write_csv, write_png, write_text  # noqa: E402
 
 COLUMNS = ['method', 'gflops', 'top1_mean', 'top1_std', 'seeds']
 
@@ -466,12 +466,8 @@ def markdown(rows: List[Dict], study: StudyConfig, command: str) -> str:
 
 
 def plot(rows: List[Dict], path: Path) -> bool:
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print('matplotlib is not installed: no plot (pip install "timm-inti[plot]")', file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
@@ -491,8 +487,7 @@ def plot(rows: List[Dict], path: Path) -> bool:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc='best')
     fig.tight_layout()
-    write_atomic(path, lambda f: fig.savefig(f, format='png', dpi=120), binary=True)
-    plt.close(fig)
+    write_png(path, fig)
     return True
 
 

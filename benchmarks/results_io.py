@@ -3,6 +3,7 @@
 A run that stops half-way leaves the previous results in place, never a truncated file.
 """
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, IO
@@ -40,3 +41,22 @@ def write_csv(path: Path, rows, columns) -> None:
 
 def write_text(path: Path, text: str) -> None:
     write_atomic(path, lambda f: f.write(text))
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print('matplotlib is not installed: no plot (pip install "timm-inti[plot]")', file=sys.stderr)
+        return None
+    return plt
+
+
+def write_png(path: Path, fig) -> None:
+    """Save a matplotlib figure atomically, then close it."""
+    write_atomic(path, lambda f: fig.savefig(f, format='png', dpi=120), binary=True)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
