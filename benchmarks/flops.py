@@ -24,7 +24,7 @@ import timm_inti
 from timm_inti.flops import count_flops, formula_flops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_io import write_atomic, write_csv, write_text  # noqa: E402
+from results_io import pyplot, write_csv, write_png, write_text  # noqa: E402
 
 COLUMNS = [
     'model', 'frames', 'params_m', 'gflops', 'naive_gflops', 'reduction_pct', 'schedule_bound_pct',
@@ -84,12 +84,8 @@ def markdown(rows):
 
 
 def plot(rows, path):
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print('matplotlib is not installed: no plot (pip install "timm-inti[plot]")', file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(10, 4.5))
     naive_done = set()
@@ -109,14 +105,12 @@ def plot(rows, path):
     ax.legend(fontsize=8, loc='center left', bbox_to_anchor=(1.02, 0.5))  # beside the plot, not over the lines
     ax.grid(True, which='both', alpha=0.3)
     fig.tight_layout()
-    write_atomic(path, lambda f: fig.savefig(f, format='png', dpi=120), binary=True)
-    plt.close(fig)
+    write_png(path, fig)
     return True
 
 
 def main(argv=None):
     args = parse_args(argv)
-    torch.set_grad_enabled(False)
     args.out.mkdir(parents=True, exist_ok=True)
     jobs = [(name, frames) for name in args.models for frames in args.frames]
     rows, naive_cache = [], {}

@@ -47,3 +47,36 @@ def test_b16_cost_at_8_and_16_frames():
         assert abs((1 - ratio) - 0.375) <= 0.005  # 37.5% fewer, within half a point, InTI included
         assert 0 < counted.inti_share < 0.004
         assert formula_flops(inti, frames).total == pytest.approx(counted.total, rel=0.01)
+
+
+
+def test_benchmark_script_writes_table_csv_and_plot(tmp_path, capsys):
+    """The README's main job, on two variants that share a naive baseline, at two clip lengths."""
+    import csv
+
+    from benchmarks import flops as benchmark
+
+    models, clip_lengths = ['inti_vit_b16', 'inti_vit_b16_deep'], (4, 8)
+    args = ['--models', *models, '--frames', *map(str, clip_lengths), '--out', str(tmp_path)]
+    assert benchmark.main(args) == 0
+    assert torch.is_grad_enabled()  # the script leaves the caller's autograd state alone
+    with open(tmp_path / 'flops.csv', newline='') as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == benchmark.COLUMNS
+        rows = {(r['model'], int(r['frames'])): r for r in reader}
+    assert list(rows) == [(m, t) for m in models for t in clip_lengths]
+    for frames in clip_lengths:
+        b16, deep = ({k: float(v) for k, v in rows[m, frames].items() if k != 'model'} for m in models)
+        assert b16['naive_gflops'] == deep['naive_gflops'] == pytest.approx(17.58 * frames, rel=1e-3)
+        # InTI after 3 of 12 blocks halves the frames of the other 9 blocks: 37.5% of the block work;
+        # the deep schedule (after 3, 6 and 9 blocks) halves them again
+        assert b16['schedule_bound_pct'] == pytest.approx(37.5)
+        assert deep['schedule_bound_pct'] > b16['schedule_bound_pct']
+        for r in (b16, deep):
+            assert r['schedule_bound_pct'] - 1 < r['reduction_pct'] < r['schedule_bound_pct']
+            assert r['gflops'] == pytest.approx(r['naive_gflops'] * (1 - r['reduction_pct'] / 100), rel=1e-3)
+            assert abs(r['formula_diff_pct']) <= 1.0
+    table = (tmp_path / 'flops.md').read_text()
+    assert table.split('\n\n')[0] in capsys.readouterr().out  # the table printed is the table written
+    assert '| inti_vit_b16_deep | 8 |' in table and 'multiply-adds' in table
+    assert (tmp_path / 'flops.png').stat().st_size > 0
