@@ -1,10 +1,10 @@
 """ Temporal modules that compose with InTI
 
 The paper reports its best result with InTI plus extra temporal modules (87.6 top-1 on
-Kinetics-400, 37% fewer GFLOPs than naive adaptation); it does not say here which modules.
-This project uses an ST-Adapter-style spatio-temporal adapter (Pan et al., "ST-Adapter:
-Parameter-Efficient Image-to-Video Transfer Learning", NeurIPS 2022,
-https://arxiv.org/abs/2206.13559): a bottleneck with a depthwise 3-D convolution over
+Kinetics-400, 37% fewer GFLOPs than naive adaptation); which modules is this project's
+choice (README, "The paper and this project"): an ST-Adapter-style spatio-temporal adapter
+(Pan et al., "ST-Adapter: Parameter-Efficient Image-to-Video Transfer Learning", NeurIPS
+2022, https://arxiv.org/abs/2206.13559): a bottleneck with a depthwise 3-D convolution over
 (T, h, w) on the patch grid, added to the tokens before a Transformer block:
 
     x <- x + up(dwconv3d(down(x)))          on patch tokens; prefix tokens pass unchanged
@@ -73,12 +73,11 @@ class STAdapter(nn.Module):
         """Tokens (B, T, N, D) with N = num_prefix_tokens + grid_size[0] * grid_size[1], in and out."""
         height, width = grid_size
         p = self.num_prefix_tokens
-        z = self.down(x[:, :, p:])
-        z = rearrange(z, 'b t (h w) c -> b c t h w', h=height, w=width)
+        patches = x[:, :, p:]
+        z = rearrange(self.down(patches), 'b t (h w) c -> b c t h w', h=height, w=width)
         z = rearrange(self.conv(z), 'b c t h w -> b t (h w) c')
-        patches = x[:, :, p:] + self.up(z)
+        patches = patches + self.up(z)
         return torch.cat([x[:, :, :p], patches], dim=2) if p else patches
 
     def extra_repr(self) -> str:
         return f'num_prefix_tokens={self.num_prefix_tokens}'
-

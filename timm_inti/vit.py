@@ -4,7 +4,8 @@ A CLIP image ViT from timm applied to every frame of a clip, with InTI layers be
 blocks that merge neighbouring frames, so later blocks process half the frames each time.
 After "Dynamic and Compressive Adaptation of Transformers From Images to Videos"
 (ECCV 2024, https://arxiv.org/abs/2408.06840); the paper's code is not public, and the
-choices below that the paper does not state are this project's (see PAPER.md).
+choices below that the paper does not state are this project's (README, "The paper and
+this project").
 
   * input (B, C, T, H, W); a 4-D (B, C, H, W) batch is a one-frame clip, and its outputs
     drop the time axis, so image tooling keeps working;
