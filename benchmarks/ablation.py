@@ -495,14 +495,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS), metavar='METHOD',
                         help=f"rows to run (default: all): {', '.join(METHODS)}")
-    parser.add_argument('--seeds', type=int, default=3, help='number of seeds, 0 .. N-1 (default 3; --quick: 1)')
+    parser.add_argument('--seeds', type=int, help='number of seeds, 0 .. N-1 (default 3; --quick: 1)')
     parser.add_argument('--epochs', type=int, help='video training epochs (default 8; --quick: 1)')
     parser.add_argument('--quick', action='store_true', help='a tiny configuration that runs in seconds')
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2)')
     parser.add_argument('--out', type=Path, default=Path(__file__).parent / 'results', help='output folder')
     args = parser.parse_args(argv)
-    if args.quick and '--seeds' not in (argv if argv is not None else sys.argv[1:]):
-        args.seeds = 1
+    if args.seeds is None:
+        args.seeds = 1 if args.quick else 3
     if args.seeds < 1:
         parser.error(f'--seeds must be at least 1, got {args.seeds}')
     if args.epochs is not None and args.epochs < 1:

@@ -89,6 +89,12 @@ def test_bad_flags_are_argparse_errors(capsys):
     assert 'invalid choice' in capsys.readouterr().err
 
 
+@pytest.mark.parametrize('argv, seeds', [
+    ([], 3), (['--quick'], 1), (['--quick', '--seeds', '2'], 2), (['--quick', '--seeds=2'], 2), (['--seeds', '5'], 5)])
+def test_seed_count_defaults_to_three_and_to_one_for_quick(argv, seeds):
+    assert ablation.parse_args(argv).seeds == seeds
+
+
 def test_quick_run_writes_the_table(tmp_path, restore_threads):
     assert ablation.main(['--quick', '--threads', '1', '--out', str(tmp_path)]) == 0
     with open(tmp_path / 'ablation.csv', newline='') as f:
