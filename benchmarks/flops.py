@@ -23,8 +23,7 @@ import torch
 import timm_inti
 from timm_inti.flops import count_flops, formula_flops
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_io import pyplot, write_csv, write_png, write_text  # noqa: E402
+from timm_inti.files import pyplot, write_csv, write_png, write_text
 
 COLUMNS = [
     'model', 'frames', 'params_m', 'gflops', 'naive_gflops', 'reduction_pct', 'schedule_bound_pct',

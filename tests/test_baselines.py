@@ -1,4 +1,4 @@
-"""The comparison baselines of benchmarks/: ToMe-style token merging and frame subsampling."""
+"""The comparison baselines (timm_inti/baselines.py): ToMe-style token merging and frame subsampling."""
 import copy
 
 import pytest
@@ -6,7 +6,7 @@ import timm
 import torch
 
 import timm_inti  # noqa: F401  (registers the models)
-from benchmarks.baselines import _bipartite_merge, apply_tome, subsample_frames, tome_num_tokens, tome_r_for_flops
+from timm_inti.baselines import _bipartite_merge, apply_tome, subsample_frames, tome_num_tokens, tome_r_for_flops
 from timm_inti.flops import count_flops
 
 

@@ -15,11 +15,6 @@ from typing import Any, Dict, List, Sequence
 
 import torch
 
-with warnings.catch_warnings():  # fvcore scripts a loss function at import, which torch now warns about
-    warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
-    from fvcore.nn import FlopCountAnalysis
-    from fvcore.nn.jit_handles import get_shape
-
 from .inti import merged_num_frames
 
 __all__ = ['FlopCount', 'count_flops', 'formula_flops', 'sdpa_flop_jit']
@@ -29,6 +24,7 @@ _LAYER_NORM_FLOPS = 5  # per element with an affine transform, as fvcore counts 
 
 def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     """fvcore handle for ``aten::scaled_dot_product_attention``: Q K^T plus attn V, in MACs."""
+    from fvcore.nn.jit_handles import get_shape
     q, k, v = (get_shape(x) for x in inputs[:3])
     return math.prod(q[:-1]) * k[-2] * (q[-1] + v[-1])
 
@@ -50,7 +46,13 @@ class FlopCount:
 
 
 def count_flops(model: torch.nn.Module, inputs: torch.Tensor) -> FlopCount:
-    """Count a forward pass of ``model`` on ``inputs`` with fvcore, attention included."""
+    """Count a forward pass of ``model`` on ``inputs`` with fvcore, attention included.
+
+    fvcore is imported here, not at module load, so the closed-form model needs no fvcore.
+    """
+    with warnings.catch_warnings():  # fvcore scripts a loss function at import, which torch now warns about
+        warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
     analysis = FlopCountAnalysis(model, inputs)
     analysis.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
     analysis.unsupported_ops_warnings(False)

@@ -43,6 +43,8 @@ from timm.task import (
     ClassificationEvaluator, ClassificationTask, evaluation_sample_limit, load_task_ema_checkpoint,
     resume_task_checkpoint)
 
+from .files import pyplot, write_json, write_png
+
 _logger = logging.getLogger('timm_inti.train')
 
 CHECKPOINT_VERSION = 2  # timm's: the stored epoch is the one that finished
@@ -241,20 +243,10 @@ def train_one_epoch(epoch, task, loader, optimizer, lr_scheduler, args, device, 
     return dict(loss=(loss_sum / samples.clamp_min(1)).item(), samples=int(samples.item()))
 
 
-def _write_json(path: str, rows) -> None:
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(rows, f, indent=2)
-    os.replace(tmp, path)
-
-
 def plot_summary(summary_csv: str, path: str) -> bool:
     """PNG curves of loss, accuracy and learning rate from timm's summary.csv (needs matplotlib)."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     with open(summary_csv) as f:
         rows = list(csv.DictReader(f))
@@ -269,14 +261,11 @@ def plot_summary(summary_csv: str, path: str) -> bool:
                 ax.plot(epochs, [float(r[key]) for r in rows], marker='o', label=key)
         ax.set_title(title)
         ax.set_xlabel('epoch')
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(plt.matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path + '.tmp.png'
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    write_png(path, fig)
     return True
 
 
@@ -415,7 +404,7 @@ def main(argv=None) -> int:
         if primary:
             timm.utils.update_summary(epoch, train_metrics, eval_metrics, filename=summary_csv, lr=lr)
             with open(summary_csv) as f:
-                _write_json(os.path.join(output_dir, 'summary.json'), list(csv.DictReader(f)))
+                write_json(os.path.join(output_dir, 'summary.json'), list(csv.DictReader(f)))
             plot_summary(summary_csv, os.path.join(output_dir, 'summary.png'))
             saver.save_checkpoint(epoch, metric=metric)
             _logger.info(f'epoch {epoch}: train {train_metrics}, eval {eval_metrics}, lr {lr:.3g}')
