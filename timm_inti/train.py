@@ -43,6 +43,7 @@ from timm.task import (
     ClassificationEvaluator, ClassificationTask, evaluation_sample_limit, load_task_ema_checkpoint,
     resume_task_checkpoint)
 
+from .evaluate import view_probabilities
 from .files import pyplot, write_json, write_png
 
 _logger = logging.getLogger('timm_inti.train')
@@ -177,18 +178,16 @@ def freeze_backbone(model) -> int:
 
 @torch.no_grad()
 def validate(model, loader, args, device, amp_autocast, progress, bad_log) -> Dict[str, float]:
-    """Top-1/top-5 and loss; clips with several views (B, V, C, T, H, W) average the views' probabilities."""
+    """Top-1/top-5 and loss of views (B, V, C, T, H, W): each video's probabilities averaged over its views."""
     model.eval()
     evaluator = ClassificationEvaluator(device=device, max_samples=evaluation_sample_limit(loader))
-    for clips, target, bad in progress(loader, desc='eval'):
+    for views, target, bad in progress(loader, desc='eval'):
         bad_log.update(bad)
-        if not len(clips):
+        if not len(views):
             continue
-        clips, target = clips.to(device), target.to(device)
-        views = clips.shape[1] if clips.ndim == 6 else 1
+        views, target = views.to(device), target.to(device)
         with amp_autocast():
-            logits = model(rearrange(clips, 'b v c t h w -> (b v) c t h w') if views > 1 else clips)
-        probs = rearrange(logits.float().softmax(dim=-1), '(b v) k -> b v k', v=views).mean(dim=1)
+            probs = view_probabilities(model, views)
         evaluator.update(probs.clamp_min(1e-12).log(), target)  # log of averaged probabilities = its own logits
     return dict(evaluator.compute(distributed=args.distributed))
 
