@@ -59,8 +59,6 @@ PROG = 'timm-inti-predict'
 LIST_SUFFIXES = ('.txt', '.csv', '.jsonl', '.lst')
 FEATURE_SUFFIXES = ('.npy', '.safetensors')
 
-_logger = logging.getLogger('timm_inti.predict')
-
 
 class PredictError(UsageError):
     """A problem with the command's setup (model, checkpoint, labels): one line, exit 2."""
@@ -437,10 +435,10 @@ class FeatureOutput:
 class Progress:
     """A bar with videos/s and ETA on a terminal; otherwise a plain line every ``interval`` seconds."""
 
-    def __init__(self, total: int, interval: float, show: bool, prefix: str = ''):
+    def __init__(self, total: int, interval: float, bar: bool, prefix: str = ''):
         from tqdm.auto import tqdm
         self.total, self.interval, self.prefix = total, interval, prefix
-        self.bar = tqdm(total=total, unit='video', dynamic_ncols=True, disable=None) if show and sys.stderr.isatty() else None
+        self.bar = tqdm(total=total, unit='video', dynamic_ncols=True) if bar and sys.stderr.isatty() else None
         self.count = 0
         self.start = self.last = time.monotonic()
 
@@ -454,8 +452,8 @@ class Progress:
             self.last = now
             rate = self.count / max(now - self.start, 1e-9)
             eta = (self.total - self.count) / rate if rate > 0 else float('inf')
-            _logger.info(f'{self.prefix}{self.count}/{self.total} videos, {rate:.1f} videos/s, '
-                         f'ETA {timedelta(seconds=round(eta)) if eta != float("inf") else "?"}')
+            self.write(f'{PROG}: {self.prefix}{self.count}/{self.total} videos, {rate:.1f} videos/s, '
+                       f'ETA {timedelta(seconds=round(eta)) if eta != float("inf") else "?"}')
 
     def write(self, message: str) -> None:
         if self.bar is not None:
@@ -582,7 +580,12 @@ def run(args: argparse.Namespace) -> dict:
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.amp else nullcontext
     top_k = min(args.top_k, len(label_names)) if classify else 0
 
-    progress = Progress(len(mine), args.log_interval, show=rank == 0, prefix=prefix)
+    if stores:
+        print(f'{PROG}: {prefix}{len(mine)} videos to do, {len(inputs) - len(pending)} of {len(inputs)} already done',
+              file=sys.stderr, flush=True)
+    # with outputs in files, a bar (rank 0, on a terminal) or plain lines; without, stdout is the progress
+    progress = Progress(len(mine), args.log_interval if stores else float('inf'), bar=rank == 0 and bool(stores),
+                        prefix=prefix)
     failed_now: List[str] = []
     predicted = 0
     start = time.monotonic()
@@ -642,7 +645,7 @@ def run(args: argparse.Namespace) -> dict:
     summary = dict(inputs=len(inputs), predicted=predicted, skipped=skipped, failed=failed,
                    failed_total=int(status.item()) if output is not None else failed, seconds=seconds,
                    rank=rank, world_size=world)
-    if rank == 0:
+    if rank == 0 and stores:
         where = f' (listed in {args.output} with their errors)' if output is not None else ''
         skip_note = f', {skipped} skipped as already done' if stores else ''
         rate = predicted / seconds if seconds > 0 else 0.0
@@ -655,8 +658,7 @@ def run(args: argparse.Namespace) -> dict:
 @command(PROG)
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
-    logging.getLogger('timm').setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format='%(message)s')
     summary = run(args)
     return 1 if summary['failed_total'] else 0
 
