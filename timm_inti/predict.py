@@ -312,8 +312,9 @@ class FeatureOutput:
     """``--features``: vectors in ``.npy`` shards per process while running, one file in input order at the end.
 
     A shard is written atomically, then its rows are named in the process's part index
-    (``PATH.part-RANK.jsonl``, lines ``{"path", "shard", "row"}``, or ``{"path", "error"}``);
-    vectors not yet in a shard when a run is killed are computed again.
+    (``PATH.part-RANK.jsonl``, lines ``{"path", "shard", "row"}``); vectors not yet in a shard
+    when a run is killed are computed again. Unreadable videos have no row (``--output`` lists
+    them); without ``--output`` a rerun tries them again.
     """
 
     def __init__(self, path: str, rank: int, shard_size: int):
@@ -335,7 +336,7 @@ class FeatureOutput:
         records = []
         for part in _parts(self.path, '.part-*.jsonl'):
             for r in read_records(part):
-                if 'error' in r or (self.path.parent / str(r.get('shard'))).is_file():
+                if (self.path.parent / str(r.get('shard'))).is_file():
                     records.append(r)
         return records
 
@@ -360,11 +361,8 @@ class FeatureOutput:
     def open(self) -> None:
         self.appender = _Appender(self.part_index)
 
-    def write(self, path: str, vector: Optional[torch.Tensor], error: Optional[str] = None) -> None:
-        if path in self.done:
-            return
-        if vector is None:
-            self.appender.write(dict(path=path, error=error))
+    def write(self, path: str, vector: Optional[torch.Tensor]) -> None:
+        if path in self.done or vector is None:
             return
         self.pending_paths.append(path)
         self.pending_vectors.append(vector.float().cpu())
@@ -402,7 +400,7 @@ class FeatureOutput:
                 sources.setdefault(r['path'], (array, row))
         shards = {}
         for r in self._part_records():
-            if 'error' in r or r['path'] in sources:
+            if r['path'] in sources:
                 continue
             if r['shard'] not in shards:
                 shards[r['shard']] = np.load(self.path.parent / r['shard'], mmap_mode='r')
@@ -513,8 +511,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = _parser().parse_args(argv)
     if args.features and not args.features.lower().endswith(FEATURE_SUFFIXES):
         raise UsageError(f'--features {args.features}: the file must end in .npy or .safetensors')
-    if args.output and args.features and os.path.abspath(args.output) == os.path.abspath(args.features):
-        raise UsageError('--output and --features must be different files')
+    if args.output and args.features and os.path.abspath(args.output) in (
+            os.path.abspath(args.features), os.path.abspath(Path(args.features).with_suffix('.index.jsonl'))):
+        raise UsageError(f'--output {args.output} would overwrite the features or their index')
     return args
 
 
@@ -562,7 +561,14 @@ def run(args: argparse.Namespace) -> dict:
     if group is not None:
         torch.distributed.barrier(group=group)  # every rank has read what is done before any writes
     stores = [s for s in (output, features) if s is not None]
-    pending = [p for p in inputs if not stores or any(p not in s.done for s in stores)]
+
+    def needed(path: str) -> bool:
+        if output is not None and path not in output.done:
+            return True
+        if features is not None and path not in features.done:  # a video known to be unreadable has no vector
+            return output is None or 'error' not in output.done[path]
+        return not stores
+    pending = [p for p in inputs if needed(p)]
     mine = pending[rank::world]
     for store in stores:
         store.open()
@@ -618,7 +624,7 @@ def run(args: argparse.Namespace) -> dict:
                 elif args.json or classify:
                     _print_record(record, args.json)
                 if features is not None:
-                    features.write(record['path'], vector, record.get('error'))
+                    features.write(record['path'], vector)
             progress.update(len(results))
     finally:
         progress.close()
