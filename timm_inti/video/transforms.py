@@ -16,7 +16,7 @@ random crops and flips draw their parameters once per clip and every frame gets 
     long side (start, centre, end), as in the standard three-crop video test.
 """
 import math
-from typing import Any, Dict, Sequence, Tuple, Union
+from typing import Any, Dict, Sequence, Tuple
 
 import torch
 from einops import rearrange
