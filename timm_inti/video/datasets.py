@@ -189,12 +189,22 @@ class VideoPaths(VideoDataset):
     """Video files without labels, for prediction: the label of item ``i`` is ``i``, its position.
 
     Evaluation sampling and views (``train=False``); an unreadable file is skipped
-    (``clip=None``), so ``collate_videos`` drops it and the batch's ``bad`` names it.
+    (``clip=None``), so ``collate_videos`` drops it and the batch's ``bad`` names it. Over a
+    collection any failure of one file counts as unreadable, so that one odd file never
+    stops a run of millions.
     """
 
     def __init__(self, paths: Sequence[str], **kwargs):
         super().__init__([(str(p), i) for i, p in enumerate(paths)], classes=[], train=False, bad_files='skip',
                          **kwargs)
+
+    def load(self, path: str) -> torch.Tensor:
+        try:
+            return super().load(path)
+        except VideoDecodeError:
+            raise
+        except Exception as e:
+            raise VideoDecodeError(path, f'cannot be read ({type(e).__name__}: {e})') from e
 
 
 class VideoBatch(NamedTuple):
