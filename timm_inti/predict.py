@@ -333,12 +333,8 @@ class FeatureOutput:
         return _parts(self.path, f'.part-{rank}-*.npy')
 
     def _part_records(self) -> List[dict]:
-        records = []
-        for part in _parts(self.path, '.part-*.jsonl'):
-            for r in read_records(part):
-                if (self.path.parent / str(r.get('shard'))).is_file():
-                    records.append(r)
-        return records
+        shards = {p.name for p in self._shards()}  # a shard named in an index but never written holds nothing
+        return [r for part in _parts(self.path, '.part-*.jsonl') for r in read_records(part) if r.get('shard') in shards]
 
     def _final_index(self) -> List[dict]:
         records = read_records(self.index)
