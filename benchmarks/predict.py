@@ -1,11 +1,14 @@
 """timm-inti-predict over a collection: is the model the bottleneck, and does a killed run resume exactly?
 
 1. Throughput. The model's own clips/s on ready-made views at batch size ``-b`` (the
-   ceiling), then files -> predictions clips/s through ``timm-inti-predict`` (decode, sample,
-   transform in a DataLoader, the model, JSON lines written) with 0, 1 and 2 workers, and
-   the ratio of each to the ceiling. Only the prediction loop is timed (the model is built
-   and the loader started before the clock). The corpus is ``--files`` H.264 videos of
-   ``--video-frames`` frames at ``--size``, with noise so that they decode like real ones.
+   ceiling; timed before each pipeline run, the median kept), then files -> predictions
+   clips/s through ``timm-inti-predict`` (decode, sample, transform in a DataLoader, the
+   model, JSON lines written) with 0, 1 and 2 workers, the ratio of each to the ceiling,
+   and the share of the loop spent waiting for decoded videos (near 0 when the model is
+   the bottleneck; measured inside the run, so it holds on a loaded machine too). The
+   prediction loop is timed, worker start-up included, model building not. The corpus is
+   ``--files`` H.264 videos of ``--video-frames`` frames at ``--size``, with noise so that
+   they decode like real ones.
 2. Kill and resume. ``--resume-files`` small videos, 3% of them corrupt, predicted once
    without interruption and once killed (SIGKILL, with its loader workers) half-way and run
    again with the same ``--output``: every readable file must be answered exactly once,
@@ -22,6 +25,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,13 +83,14 @@ def model_clips_per_second(checkpoint: Path, batch: int, device: str, seconds: f
     return count * batch / (time.perf_counter() - start)
 
 
-def pipeline_clips_per_second(videos, checkpoint: Path, batch: int, workers: int, device: str, tmp: Path) -> float:
+def pipeline(videos, checkpoint: Path, batch: int, workers: int, device: str, tmp: Path):
+    """Files -> predictions clips/s through timm-inti-predict, and the share of its loop spent waiting for videos."""
     output = tmp / f'throughput-{workers}.jsonl'
     args = predict.parse_args([*map(str, videos), '--checkpoint', str(checkpoint), '-b', str(batch), '-j', str(workers),
                                '--device', device, '--output', str(output), '--log-interval', '1e9'])
     summary = predict.run(args)
     output.unlink()
-    return summary['predicted'] / summary['seconds']
+    return summary['predicted'] / summary['seconds'], summary['data_wait_seconds'] / summary['seconds']
 
 
 def write_collection(folder: Path, count: int, corrupt_every: int = 33):
@@ -192,22 +197,28 @@ def main(argv=None) -> int:
         checkpoint = save_checkpoint(tmp / 'model.pth.tar', args.model, dict(model_kwargs, num_frames=args.num_frames), 400)
         videos = [write_video(tmp / 'throughput' / f'{i:03d}.mp4', num_frames=args.video_frames, size=tuple(args.size),
                               noise=True) for i in range(args.files)]
-        ceiling = model_clips_per_second(checkpoint, args.batch_size, args.device, args.seconds)
-        rows.append(dict(what=f'model alone, batch {args.batch_size}', clips_per_s=round(ceiling, 2), ratio=1.0))
-        print(f'{rows[-1]["what"]}: {ceiling:.2f} clips/s', flush=True)
+        # the model alone is timed before every pipeline run and the median taken, so that a
+        # machine whose load drifts (a shared one) weighs on both sides alike
+        ceilings, runs = [], []
         for workers in args.workers:
-            rate = pipeline_clips_per_second(videos, checkpoint, args.batch_size, workers, args.device, tmp)
-            rows.append(dict(what=f'files -> predictions, {workers} workers', clips_per_s=round(rate, 2),
-                             ratio=round(rate / ceiling, 3)))
-            print(f'{rows[-1]["what"]}: {rate:.2f} clips/s ({rate / ceiling:.0%} of the model alone)', flush=True)
+            ceilings.append(model_clips_per_second(checkpoint, args.batch_size, args.device, args.seconds))
+            runs.append((workers, *pipeline(videos, checkpoint, args.batch_size, workers, args.device, tmp)))
+            print(f'model alone {ceilings[-1]:.2f} clips/s; files -> predictions with {workers} workers '
+                  f'{runs[-1][1]:.2f} clips/s, waiting for videos {runs[-1][2]:.0%} of the time', flush=True)
+        ceiling = statistics.median(ceilings)
+        rows.append(dict(what=f'model alone, batch {args.batch_size}', clips_per_s=round(ceiling, 2), ratio=1.0,
+                         waiting=''))
+        rows += [dict(what=f'files -> predictions, {workers} workers', clips_per_s=round(rate, 2),
+                      ratio=round(rate / ceiling, 3), waiting=round(waiting, 3)) for workers, rate, waiting in runs]
         resume = kill_and_resume(args.resume_files, tmp)
 
     command = 'python benchmarks/predict.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
     setup = (f'{args.model} {model_kwargs or ""} {args.num_frames} frames, 1 view, {args.files} H.264 files of '
              f'{args.video_frames} frames at {args.size[0]}x{args.size[1]}, device {args.device}')
     lines = [f'`{command}`', '', f'Machine: {machine()}.', f'Setup: {setup}.', '',
-             '| pipeline | clips/s | of the model alone |', '|---|---:|---:|']
-    lines += [f'| {r["what"]} | {r["clips_per_s"]} | {r["ratio"]:.0%} |' for r in rows]
+             '| pipeline | clips/s | of the model alone | loop waiting for videos |', '|---|---:|---:|---:|']
+    lines += [f'| {r["what"]} | {r["clips_per_s"]} | {r["ratio"]:.0%} | '
+              f'{"" if r["waiting"] == "" else format(r["waiting"], ".0%")} |' for r in rows]
     lines += ['', f'Kill and resume: {resume["files"]} files, {resume["corrupt"]} corrupt, killed after '
                   f'{resume["lines_at_kill"]} answers{"" if resume["killed_mid_run"] else " (the run had ended: no kill)"}; '
                   f'every readable file answered once: {resume["every_good_once"]}; every bad one listed: '
@@ -217,7 +228,7 @@ def main(argv=None) -> int:
     print(text)
     suffix = '_quick' if args.quick else ''
     args.out.mkdir(parents=True, exist_ok=True)
-    write_csv(args.out / f'predict{suffix}.csv', rows, ['what', 'clips_per_s', 'ratio'])
+    write_csv(args.out / f'predict{suffix}.csv', rows, ['what', 'clips_per_s', 'ratio', 'waiting'])
     write_text(args.out / f'predict{suffix}.md', text)
     write_text(args.out / f'predict_resume{suffix}.json', json.dumps(resume, indent=2))
     return 0 if resume['ok'] else 1

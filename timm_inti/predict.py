@@ -590,10 +590,12 @@ def run(args: argparse.Namespace) -> dict:
                         prefix=prefix)
     failed_now: List[str] = []
     predicted = 0
-    start = time.monotonic()
+    start = waited_from = time.monotonic()
+    waited = 0.0  # seconds the loop waited for the loader: ~0 when the model is the bottleneck
     position = {p: i for i, p in enumerate(mine)}
     try:
         for batch in loader:
+            waited += time.monotonic() - waited_from
             results = []  # (position, record, vector)
             for path, reason in batch.bad:
                 progress.write(f'{PROG}: error: {path}: {reason}')
@@ -622,6 +624,7 @@ def run(args: argparse.Namespace) -> dict:
                 if features is not None:
                     features.write(record['path'], vector)
             progress.update(len(results))
+            waited_from = time.monotonic()
     finally:
         progress.close()
         for store in stores:
@@ -646,7 +649,7 @@ def run(args: argparse.Namespace) -> dict:
         torch.distributed.destroy_process_group()
     summary = dict(inputs=len(inputs), predicted=predicted, skipped=skipped, failed=failed,
                    failed_total=int(status.item()) if output is not None else failed, seconds=seconds,
-                   rank=rank, world_size=world)
+                   data_wait_seconds=waited, rank=rank, world_size=world)
     if rank == 0 and stores:
         where = f' (listed in {args.output} with their errors)' if output is not None else ''
         skip_note = f', {skipped} skipped as already done' if stores else ''
