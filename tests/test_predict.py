@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -107,3 +108,28 @@ def test_runs_as_a_module(videos, trained_checkpoint):
                            str(trained_checkpoint), '--top-k', '1'], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == str(good[0]) and 'right' in proc.stdout
+
+
+def test_embeddings_without_class_names_and_the_feature_space(videos, trained_checkpoint, tmp_path, capsys):
+    good, _ = videos
+    # a CLIP-initialised model has no class names: its head is CLIP's projection, and its output the embedding
+    clip_like = timm.create_model('inti_vit_b16', num_frames=4, num_classes=512, **TINY_KWARGS)  # CLIP ViT-B's 512
+    weights = tmp_path / 'clip_like.pth'
+    torch.save(clip_like.state_dict(), weights)
+    kwargs = ['--model-kwargs'] + [f'{k}={v}' for k, v in TINY_KWARGS.items()]
+    assert main([*map(str, good), '--checkpoint', str(weights), '--num-frames', '4', '--features',
+                 str(tmp_path / 'clip.npy'), *kwargs]) == 0
+    clip = np.load(tmp_path / 'clip.npy')
+    assert clip.shape == (2, 512)  # the projection's output: CLIP's image-text space
+    assert main([*map(str, good), '--checkpoint', str(weights), '--num-frames', '4', '--features',
+                 str(tmp_path / 'pre.npy'), '--feature-space', 'pre-logits', *kwargs]) == 0
+    pre = torch.from_numpy(np.load(tmp_path / 'pre.npy'))
+    assert pre.shape == (2, TINY_KWARGS['embed_dim'])
+    with torch.no_grad():
+        torch.testing.assert_close(clip_like.head(pre), torch.from_numpy(clip), atol=1e-4, rtol=1e-4)
+    capsys.readouterr()
+    # a fine-tuned classifier's head is not CLIP's projection
+    assert main([str(good[0]), '--checkpoint', str(trained_checkpoint), '--features', str(tmp_path / 'x.npy'),
+                 '--feature-space', 'clip']) == 2
+    assert '--feature-space clip needs a CLIP-initialised model' in one_error_line(capsys)
+    assert not (tmp_path / 'x.npy').exists()
