@@ -213,7 +213,7 @@ def main(argv=None) -> int:
         resume = kill_and_resume(args.resume_files, tmp)
 
     command = 'python benchmarks/predict.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
-    setup = (f'{args.model} {model_kwargs or ""} {args.num_frames} frames, 1 view, {args.files} H.264 files of '
+    setup = (f'{args.model}{f" {model_kwargs}" if model_kwargs else ""}, {args.num_frames} frames, 1 view, {args.files} H.264 files of '
              f'{args.video_frames} frames at {args.size[0]}x{args.size[1]}, device {args.device}')
     lines = [f'`{command}`', '', f'Machine: {machine()}.', f'Setup: {setup}.', '',
              '| pipeline | clips/s | of the model alone | loop waiting for videos |', '|---|---:|---:|---:|']
