@@ -133,3 +133,18 @@ def test_embeddings_without_class_names_and_the_feature_space(videos, trained_ch
                  '--feature-space', 'clip']) == 2
     assert '--feature-space clip needs a CLIP-initialised model' in one_error_line(capsys)
     assert not (tmp_path / 'x.npy').exists()
+
+
+def test_outputs_that_are_not_ours_are_never_replaced(videos, trained_checkpoint, tmp_path, capsys):
+    good, _ = videos
+    table = tmp_path / 'table.csv'
+    table.write_text('path,label\na.mp4,x\n')
+    assert main([str(good[0]), '--checkpoint', str(trained_checkpoint), '--output', str(table)]) == 2
+    assert f'--output {table} exists and is not a list of results' in one_error_line(capsys)
+    assert table.read_text() == 'path,label\na.mp4,x\n' and not list(tmp_path.glob('table.csv.*'))
+    other = tmp_path / 'other.npy'
+    np.save(other, np.zeros(3))
+    assert main([str(good[0]), '--checkpoint', str(trained_checkpoint), '--features', str(other),
+                 '--feature-space', 'pre-logits']) == 2
+    assert f'--features {other} exists and holds a 1-d array' in one_error_line(capsys)
+    np.testing.assert_array_equal(np.load(other), np.zeros(3))

@@ -244,6 +244,22 @@ def read_records(path) -> List[dict]:
     return records
 
 
+def _check_ours(path: Path, flag: str) -> None:
+    """Refuse to merge into (and so replace) an existing file that this command did not write."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, 'rb') as f:
+        head = f.read(1 << 16).split(b'\n')
+    lines = [line for line in head[:-1] if line.strip()] or head[:1]
+    try:
+        ours = all(isinstance(json.loads(line).get('path'), str) for line in lines[:10])
+    except (ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise UsageError(f'{flag} {path} exists and is not a list of results of this command (JSON lines with a '
+                         f'"path"): it would be replaced; name another file')
+
+
 def _parts(path: Path, pattern: str) -> List[Path]:
     return sorted(path.parent.glob(glob.escape(path.name) + pattern))
 
@@ -276,6 +292,7 @@ class JsonlOutput:
     def __init__(self, path: str, rank: int):
         self.path = Path(path)
         self.part = Path(f'{path}.part-{rank}')
+        _check_ours(self.path, '--output')
         self.done = {r['path']: r for r in self._all()}
         self.appender = None
 
@@ -337,6 +354,7 @@ class FeatureOutput:
         return [r for part in _parts(self.path, '.part-*.jsonl') for r in read_records(part) if r.get('shard') in shards]
 
     def _final_index(self) -> List[dict]:
+        _check_ours(self.index, '--features index')
         records = read_records(self.index)
         if records or self.path.exists():
             rows = self._load_final().shape[0] if self.path.exists() else 0
@@ -349,10 +367,19 @@ class FeatureOutput:
 
     def _load_final(self):
         import numpy as np
-        if self.path.suffix == '.npy':
-            return np.load(self.path, mmap_mode='r')
-        from safetensors.numpy import load_file
-        return load_file(self.path)['features']
+        try:
+            if self.path.suffix == '.npy':
+                array = np.load(self.path, mmap_mode='r')
+            else:
+                from safetensors.numpy import load_file
+                array = load_file(self.path)['features']
+        except Exception as e:
+            raise UsageError(f'--features {self.path} exists and is not a features file of this command '
+                             f'({type(e).__name__}: {e}): it would be replaced; name another file') from e
+        if array.ndim != 2:
+            raise UsageError(f'--features {self.path} exists and holds a {array.ndim}-d array, not one vector per '
+                             f'video: it would be replaced; name another file')
+        return array
 
     def open(self) -> None:
         self.appender = _Appender(self.part_index)
