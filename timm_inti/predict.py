@@ -53,7 +53,7 @@ import torch
 
 from .cli import UsageError, add_debug_argument, command, non_negative_int, positive_float, positive_int
 
-__all__ = ['main', 'expand_inputs', 'read_records']
+__all__ = ['main', 'parse_args', 'run', 'build_model', 'expand_inputs', 'read_records']
 
 PROG = 'timm-inti-predict'
 LIST_SUFFIXES = ('.txt', '.csv', '.jsonl', '.lst')
