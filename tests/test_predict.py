@@ -88,6 +88,14 @@ def test_setup_problems_are_one_line_errors(videos, trained_checkpoint, tmp_path
     assert 'no video files match' in one_error_line(capsys)
     assert main([str(good[0]), '--checkpoint', str(trained_checkpoint), '--features', str(tmp_path / 'f.txt')]) == 2
     assert 'must end in .npy or .safetensors' in one_error_line(capsys)
+    if not torch.cuda.is_available():
+        assert main([str(good[0]), '--checkpoint', str(trained_checkpoint), '--device', 'cuda']) == 2
+        assert '--device cuda: CUDA is not available here' in one_error_line(capsys)
+    words = tmp_path / 'words.txt'
+    words.write_text('a\nb\n')
+    assert main([str(good[0]), '--checkpoint', str(trained_checkpoint), '--zero-shot-labels', str(words),
+                 '--text-tower', 'ViT-NOPE:none']) == 2
+    assert 'text tower ViT-NOPE:none' in one_error_line(capsys)
 
 
 @pytest.mark.parametrize('flag, value', [('--top-k', '0'), ('--top-k', '-1'), ('--stride', '0'), ('-b', '0'),

@@ -532,6 +532,8 @@ def _print_record(record: dict, as_json: bool) -> None:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = _parser().parse_args(argv)
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        raise UsageError(f'--device {args.device}: CUDA is not available here; use --device cpu')
     if args.features and not args.features.lower().endswith(FEATURE_SUFFIXES):
         raise UsageError(f'--features {args.features}: the file must end in .npy or .safetensors')
     if args.output and args.features and os.path.abspath(args.output) in (
@@ -562,7 +564,10 @@ def run(args: argparse.Namespace) -> dict:
             name, _, pretrained = args.text_tower.partition(':')
         else:
             name, pretrained = text_tower_for(model)
-        clip_model, tokenizer = create_text_tower(name, pretrained or None)
+        try:
+            clip_model, tokenizer = create_text_tower(name, pretrained or None)
+        except RuntimeError as e:  # open_clip's word for an unknown model name or missing weights
+            raise UsageError(f'text tower {name}:{pretrained}: {e}') from e
         set_zero_shot_head(model, label_names, clip_model, tokenizer)  # once: the head scores every video
         del clip_model
     if args.labels:
