@@ -120,13 +120,33 @@ class VideoFolder(VideoDataset):
     def __init__(self, root: str, class_to_idx: Optional[Dict[str, int]] = None, **kwargs):
         if not os.path.isdir(root):
             raise FileNotFoundError(f'video folder {root} does not exist')
-        samples, class_to_idx = find_images_and_targets(root, types=VIDEO_EXTENSIONS, class_to_idx=class_to_idx)
+        samples, found = find_images_and_targets(root, types=VIDEO_EXTENSIONS)
         if not samples:
             raise FileNotFoundError(f'no videos ({", ".join(VIDEO_EXTENSIONS)}) in class folders under {root}')
+        if '' in found:  # timm names a video directly in root after the empty folder name
+            loose = [os.path.basename(path) for path, target in samples if target == found['']]
+            raise ValueError(f'{root} holds {_some(loose)} outside any class folder: move each into '
+                             f'{root}/<class name>/')
+        if class_to_idx is None:
+            class_to_idx = found
+        else:  # another split's classes, in its order
+            name_of = {index: name for name, index in found.items()}
+            unknown = sorted(set(found) - set(class_to_idx))
+            if unknown:
+                files = [path for path, target in samples if name_of[target] in unknown]
+                raise ValueError(f'{root}: {_some(unknown, "class", "classes")} not among the '
+                                 f'{len(class_to_idx)} training classes ({len(files)} videos, e.g. {files[0]}): a model '
+                                 f'cannot predict a class it was not trained on')
+            samples = [(path, class_to_idx[name_of[target]]) for path, target in samples]
         self.root = root
         self.class_to_idx = class_to_idx
         classes = sorted(class_to_idx, key=class_to_idx.get)
         super().__init__(samples, classes, **kwargs)
+
+
+def _some(names: Sequence[str], one: str = 'video', many: str = 'videos', limit: int = 5) -> str:
+    shown = ', '.join(names[:limit]) + (f' and {len(names) - limit} more' if len(names) > limit else '')
+    return f'{len(names)} {one if len(names) == 1 else many} ({shown})'
 
 
 def _read_annotations(list_file: str) -> List[Tuple[str, str]]:
@@ -239,6 +259,7 @@ def create_video_datasets(
         bad_files: str = 'skip',
         eval_only: bool = False,
         backend: Optional[str] = None,
+        classes: Optional[Sequence[str]] = None,
         scale: Tuple[float, float] = (0.08, 1.0),
         ratio: Tuple[float, float] = (3 / 4, 4 / 3),
         hflip: float = 0.5,
@@ -250,6 +271,8 @@ def create_video_datasets(
     takes the training split's classes. ``eval_only`` builds the validation split alone;
     an empty ``val_split`` builds none. ``bad_files`` is the training policy: evaluation
     always skips unreadable videos, since a stand-in would be counted twice in the metrics.
+    ``classes`` (a model's class names, by index) labels the validation split when there is
+    no training split.
     """
     common = dict(num_frames=num_frames, stride=stride, backend=backend)
     train_set = None
@@ -261,7 +284,8 @@ def create_video_datasets(
     val_set = None
     if val_split:
         val_set = _split_dataset(
-            data_dir, val_split, classes=getattr(train_set, 'classes', None), train=False, num_clips=test_clips,
+            data_dir, val_split, classes=train_set.classes if train_set is not None else classes, train=False,
+            num_clips=test_clips,
             bad_files='skip',
             transform=create_video_transform(data_config, is_training=False, num_crops=test_crops), **common)
     return train_set, val_set
