@@ -57,8 +57,9 @@ def test_convert_timm_tower_with_its_tag_and_frame_count(tmp_path):
 def test_convert_refuses_weights_of_another_architecture(tmp_path, capsys):
     source = tmp_path / 'small.safetensors'
     safetensors.torch.save_file(timm.create_model('vit_base_patch16_clip_224', **TINY_KWARGS).state_dict(), source)
-    assert tool('convert')([str(source), '--model', 'inti_vit_b16', '--out', str(tmp_path / 'out')]) == 2
+    assert tool('convert')([str(source), '--model', 'inti_vit_b16', '--out', str(tmp_path / 'out')]) == 1
     err = capsys.readouterr().err
+    assert err.startswith('convert.py: error: ') and err.count('\n') == 1, err
     assert f'{source} does not fit inti_vit_b16' in err and 'shape mismatches' in err
     assert not (tmp_path / 'out').exists()
 
@@ -86,8 +87,9 @@ def test_export_a_training_checkpoint_with_labels(tmp_path, use_ema):
 def test_export_refuses_what_is_not_a_training_checkpoint(tmp_path, capsys):
     plain = tmp_path / 'plain.pth'
     torch.save(timm.create_model('inti_vit_b16', **TINY_KWARGS).state_dict(), plain)
-    assert tool('export')([str(plain), '--out', str(tmp_path / 'out')]) == 2
+    assert tool('export')([str(plain), '--out', str(tmp_path / 'out')]) == 1
     assert 'not a timm-inti-train checkpoint' in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
 
 
 def test_publish_checks_the_folder_loads_back(tmp_path, capsys):
@@ -96,7 +98,7 @@ def test_publish_checks_the_folder_loads_back(tmp_path, capsys):
     assert tool('publish')([str(tmp_path / 'good'), '--repo-id', 'me/x', '--dry-run']) == 0
     assert 'dry run: would upload to me/x' in capsys.readouterr().out
     (tmp_path / 'good' / 'model.safetensors').write_bytes(b'broken')
-    assert tool('publish')([str(tmp_path / 'good'), '--repo-id', 'me/x', '--dry-run']) == 2
+    assert tool('publish')([str(tmp_path / 'good'), '--repo-id', 'me/x', '--dry-run']) == 1
     assert 'does not load back' in capsys.readouterr().err
 
 

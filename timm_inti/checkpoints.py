@@ -86,7 +86,7 @@ def _check_file(path: Path) -> None:
     if not path.is_file():
         raise CheckpointError(f'{path}: not a file')
     if path.stat().st_size == 0:
-        raise CheckpointError(f'{path}: the file is empty (0 bytes), not a checkpoint')
+        raise CheckpointError(f'{path}: not a readable checkpoint (the file is empty, 0 bytes)')
 
 
 def _first_line(error: BaseException) -> str:

@@ -64,9 +64,9 @@ def read_checkpoint(path: Union[str, Path], allow_pickle: bool = False) -> Dict[
     if not path.is_file():
         raise CheckpointError(f'{path}: no such checkpoint file')
     if path.stat().st_size == 0:
-        raise CheckpointError(f'{path}: the file is empty (0 bytes), not a checkpoint')
+        raise CheckpointError(f'{path}: not a readable checkpoint (the file is empty, 0 bytes)')
     if path.suffix != '.safetensors' and not _starts_like_torch(path):
-        raise CheckpointError(f'{path}: not a checkpoint (neither safetensors, a PyTorch archive nor a pickle)')
+        raise CheckpointError(f'{path}: not a readable checkpoint (neither safetensors, a PyTorch archive nor a pickle)')
     try:
         if path.suffix == '.safetensors':
             from safetensors.torch import load_file
