@@ -74,7 +74,9 @@ class CheckpointSaver(timm.utils.CheckpointSaver):
             with atomic_path(save_path) as tmp:
                 super()._save(tmp, epoch, metric)
         except Exception as e:
-            failure = _write_failure(save_path, e)
+            final = os.path.join(os.path.dirname(save_path), 'last' + self.extension) \
+                if os.path.basename(save_path) == 'tmp' + self.extension else save_path  # timm's name on the way
+            failure = _write_failure(final, e)
             if failure is None:
                 raise
             raise failure from e

@@ -68,7 +68,8 @@ def _read_lines(path: str, what: str) -> List[str]:
 def build_model(args):
     """The model, its label names (or None), from --model / --checkpoint."""
     from timm_inti.checkpoints import create_model, create_model_from_checkpoint
-    kwargs = {} if args.num_frames is None else dict(num_frames=args.num_frames)
+    kwargs = dict(getattr(args, 'model_kwargs', None) or {})
+    kwargs.update({} if args.num_frames is None else dict(num_frames=args.num_frames))
     if args.checkpoint is None:
         model = create_model(args.model, pretrained=True, **kwargs)
         return model, model.pretrained_cfg.get('label_names')

@@ -257,6 +257,28 @@ def plot_summary(summary_csv: str, path: str) -> bool:
     return True
 
 
+class _StderrHandler(logging.StreamHandler):
+    """timm's console log handler, writing to the ``sys.stderr`` of the moment (tests and notebooks swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _setup_logging() -> None:
+    """timm's default logging, set up once however often ``main`` runs in a process (timm's adds a handler
+    per call, so every line would print once more each time)."""
+    if not any(isinstance(h, _StderrHandler) for h in logging.root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(timm.utils.FormatterNoInfo())
+        logging.root.addHandler(handler)
+    logging.root.setLevel(logging.INFO)
+
+
 def _check_args(args) -> None:
     """Refuse, before any work, flag values that would fail late or train something else than asked."""
     if not 0 < args.model_ema_decay < 1:
@@ -322,7 +344,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     _check_args(args)
     _check_run_folder(args)
-    timm.utils.setup_default_logging()
+    _setup_logging()
     device = timm.utils.init_distributed_device(args)
     primary = timm.utils.is_primary(args)
     if args.distributed:
@@ -388,8 +410,9 @@ def main(argv=None) -> int:
 
     try:
         optimizer = timm.optim.create_optimizer_v2(model, **timm.optim.optimizer_kwargs(cfg=args))
-    except AssertionError as e:  # timm's refusal of an unknown --opt
-        raise UsageError(f'--opt {args.opt}: {e or "not an optimizer timm knows"}') from e
+    except (AssertionError, ValueError) as e:  # timm's refusal of an unknown --opt
+        raise UsageError(f'--opt {args.opt}: {e or "not an optimizer timm knows"} '
+                         f'(timm.optim.list_optimizers() lists them)') from e
     resume_epoch = None
     checkpoint = None
     if args.resume:
@@ -484,11 +507,16 @@ def main(argv=None) -> int:
         lr = optimizer.param_groups[0]['lr']
         metric = eval_metrics[args.eval_metric] if eval_metrics else None  # no validation: no "best"
         if primary:
-            saver.save_checkpoint(epoch, metric=metric)
-            timm.utils.update_summary(epoch, train_metrics, eval_metrics, filename=summary_csv, lr=lr)
-            with open(summary_csv) as f:
-                write_json(os.path.join(output_dir, 'summary.json'), list(csv.DictReader(f)))
-            plot_summary(summary_csv, os.path.join(output_dir, 'summary.png'))
+            try:
+                saver.save_checkpoint(epoch, metric=metric)
+                timm.utils.update_summary(epoch, train_metrics, eval_metrics, filename=summary_csv, lr=lr)
+                with open(summary_csv) as f:
+                    write_json(os.path.join(output_dir, 'summary.json'), list(csv.DictReader(f)))
+                plot_summary(summary_csv, os.path.join(output_dir, 'summary.png'))
+            except OSError as e:  # a full disk: say where (timm's summary writer does not)
+                if e.filename:
+                    raise
+                raise OSError(e.errno, f'cannot write in {output_dir}: {e.strerror}', output_dir) from e
             _logger.info(f'epoch {epoch}: train {train_metrics}, eval {eval_metrics}, lr {lr:.3g}')
         if lr_scheduler is not None:
             lr_scheduler.step(epoch + 1, train_metrics['loss'] if metric is None else metric)
