@@ -26,7 +26,7 @@ import random
 import sys
 import time
 from contextlib import nullcontext
-from typing import Any, Dict, Optional
+from typing import Dict
 
 import numpy as np
 import timm
@@ -34,7 +34,6 @@ import timm.optim
 import timm.scheduler
 import timm.utils
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from timm.data import Mixup, resolve_input_data_config
 from timm.data.distributed_sampler import OrderedDistributedSampler
