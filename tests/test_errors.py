@@ -310,3 +310,13 @@ def test_a_pickle_save_over_a_safetensors_save_is_the_one_that_loads(tmp_path):
     assert torch.equal(loaded.head.weight, second.head.weight)
     save_pretrained(first, tmp_path / 'out')  # and back: the pickle goes
     assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+
+
+def test_a_video_deep_in_a_class_folder_keeps_that_class(tmp_path):
+    """root/<class>/part1/x.mp4 is of <class>: timm's walk would name it 'part1', merging classes."""
+    from timm_inti.video import VideoFolder
+    for rel in ('abseiling/part1/a.mp4', 'archery/part1/b.mp4', 'archery/c.mp4'):
+        write_video(tmp_path / 'train' / rel, num_frames=4, size=(16, 16))
+    folder = VideoFolder(str(tmp_path / 'train'), num_frames=2, train=True, transform=lambda x: x)
+    assert folder.classes == ['abseiling', 'archery']
+    assert sorted((Path(p).name, t) for p, t in folder.samples) == [('a.mp4', 0), ('b.mp4', 1), ('c.mp4', 1)]

@@ -21,7 +21,7 @@ import os
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
-from timm.data.readers.reader_image_folder import find_images_and_targets
+from timm.data.readers.reader_image_folder import find_images_and_targets, natural_key
 
 from .decode import VIDEO_EXTENSIONS, VideoDecodeError, VideoInfo, read_frames
 from .sampling import sample_indices
@@ -120,10 +120,16 @@ class VideoFolder(VideoDataset):
     def __init__(self, root: str, class_to_idx: Optional[Dict[str, int]] = None, **kwargs):
         if not os.path.isdir(root):
             raise FileNotFoundError(f'video folder {root} does not exist')
-        samples, found = find_images_and_targets(root, types=VIDEO_EXTENSIONS)
-        if not samples:
+        files, _ = find_images_and_targets(root, types=VIDEO_EXTENSIONS)
+        if not files:
             raise FileNotFoundError(f'no videos ({", ".join(VIDEO_EXTENSIONS)}) in class folders under {root}')
-        if '' in found:  # timm names a video directly in root after the empty folder name
+        # the class is the folder right below root, however deep the video (timm's walk names it after the
+        # innermost folder, which would merge root/a/part1 and root/b/part1); '' for a video in root itself
+        names = [os.path.normpath(os.path.relpath(path, root)).split(os.sep) for path, _ in files]
+        names = [parts[0] if len(parts) > 1 else '' for parts in names]
+        found = {name: i for i, name in enumerate(sorted(set(names), key=natural_key))}
+        samples = [(path, found[name]) for (path, _), name in zip(files, names)]
+        if '' in found:
             loose = [os.path.basename(path) for path, target in samples if target == found['']]
             raise ValueError(f'{root} holds {_some(loose)} outside any class folder: move each into '
                              f'{root}/<class name>/')
