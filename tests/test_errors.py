@@ -106,10 +106,12 @@ CASES = [
     Case('train {train} --experiment run --resume {run_ckpt}', 2,
          r'{tmp}/out/run holds another run .* than the one --resume {run_ckpt} continues', setup=copy_run),
     # data
+    Case('train {train} --data-dir ""', 2, r'give --data-dir DIR'),
     Case('train {train} --data-dir {tmp}/nowhere', 1, r"split 'train': {tmp}/nowhere/train is neither a class folder"),
     Case('train {train} --data-dir {loose}', 2, r'{loose}/train holds 1 video \(stray.mp4\) outside any class folder'),
     Case('train {train} --data-dir {extra_val}', 2,
-         r'{extra_val}/val: 1 class \(up\) not among the 2 training classes \(2 videos, e.g. {extra_val}/val/up/'),
+         r'{extra_val}/val: 1 class \(up\) not among the 2 classes \(left, right\) of training \(2 videos, '
+         r'e.g. {extra_val}/val/up/'),
     Case('train {train} --data-dir {corrupt} --bad-files skip --experiment c', 1,
          r'epoch 0 trained on no clip: none of the 4 training videos could be decoded \(4 unreadable videos',
          writes=('out', 'out/c')),

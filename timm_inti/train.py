@@ -292,6 +292,9 @@ def _check_args(args) -> None:
     for flag in ('mixup_prob', 'mixup_switch_prob'):
         if not 0 <= getattr(args, flag) <= 1:
             raise UsageError(f'--{flag.replace("_", "-")} {getattr(args, flag)} is not a probability in [0, 1]')
+    splits = [args.val_split] if args.eval_only else [args.train_split, args.val_split]
+    if not args.data_dir and not all(os.path.isabs(split) for split in splits if split):
+        raise UsageError('give --data-dir DIR (a folder with train/ and val/ class folders, or annotation lists)')
     if args.eval_only and not (args.resume or args.initial_checkpoint):
         raise UsageError('--eval-only evaluates a checkpoint: give --resume or --initial-checkpoint')
     if args.eval_only and not args.val_split:

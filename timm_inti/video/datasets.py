@@ -140,9 +140,10 @@ class VideoFolder(VideoDataset):
             unknown = sorted(set(found) - set(class_to_idx))
             if unknown:
                 files = [path for path, target in samples if name_of[target] in unknown]
-                raise ValueError(f'{root}: {_some(unknown, "class", "classes")} not among the '
-                                 f'{len(class_to_idx)} training classes ({len(files)} videos, e.g. {files[0]}): a model '
-                                 f'cannot predict a class it was not trained on')
+                known = _some(sorted(class_to_idx, key=class_to_idx.get), 'class', 'classes')
+                raise ValueError(f'{root}: {_some(unknown, "class", "classes")} not among the {known} of training '
+                                 f'({len(files)} videos, e.g. {files[0]}): a model cannot predict a class it was not '
+                                 f'trained on')
             samples = [(path, class_to_idx[name_of[target]]) for path, target in samples]
         self.root = root
         self.class_to_idx = class_to_idx
