@@ -235,10 +235,11 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     except TypeError as e:  # an argument the model's constructor does not take
         raise ValueError(f'{name}: {e}') from e
-    except (KeyError, AttributeError) as e:
-        if source is None:
+    except (KeyError, AttributeError) as e:  # timm's parse of a config.json that is not its own
+        if source is None and not name.startswith('hf-hub:'):
             raise
-        raise CheckpointError(f'{source}: not a timm model config ({type(e).__name__}: {e})') from e
+        raise CheckpointError(f'{source or name + " config.json"}: not a timm model config '
+                              f'({type(e).__name__}: {e})') from e
 
 
 def resume_training(task, path: PathLike, arch: str, optimizer=None, loss_scaler=None,
