@@ -164,3 +164,10 @@ def test_push_to_hub_dry_run_and_upload(tmp_path, monkeypatch):
     assert calls == dict(token='secret', create=('me/inti-tiny', True, True),
                          files=['README.md', 'config.json', 'model.safetensors'])
     shutil.rmtree(folder)
+
+
+def test_a_foreign_hub_config_is_named(hub_cache):
+    from timm_inti.checkpoints import create_model
+    hub_cache('some-org/a-bert', 'config.json', b'{"model_type": "bert", "hidden_size": 768}')
+    with pytest.raises(timm_inti.CheckpointError, match='hf-hub:some-org/a-bert config.json: not a timm model config'):
+        create_model('hf-hub:some-org/a-bert', pretrained=True)
