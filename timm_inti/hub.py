@@ -4,8 +4,14 @@
 or, once uploaded, ``"hf-hub:org/name"``: ``model.safetensors``, ``config.json`` (timm's own
 ``save_for_hf`` writes it: architecture, num_classes, label names, pretrained cfg and the
 model arguments that rebuild the architecture) and a model card ``README.md``. Every file
-is written to a temporary name in the target folder and renamed into place, so a crash
-never leaves a half-written file.
+is written to a temporary folder inside the target folder and renamed into place, so a crash
+never leaves a half-written file; weights of an earlier save in the other format are
+removed, and so is the temporary folder of a save that was killed.
+
+``push_to_hub`` uploads that folder with ``huggingface_hub``. timm's ``push_to_hf_hub``
+does the same steps but writes its own generic model card, and only into a repository
+that has none, so this project's card (InTI schedule, GFLOPs, the weights' origin) would
+never be published; its weights and config writer, ``save_for_hf``, is used here.
 
 ``read_checkpoint`` reads weights files safely: safetensors first, ``torch.load`` with
 ``weights_only=True`` for PyTorch files, and full pickle only when asked; every failure
