@@ -97,7 +97,7 @@ CASES = [
     Case('train {train} -b 64', 2, r"-b 64 is more than the 8 training videos of 'train': no full batch"),
     Case('train {train} --model no_such_model', 2, r"unknown model 'no_such_model'"),
     Case('train {train} --model-kwargs not_an_arg=1', 2, r"unexpected keyword argument 'not_an_arg'"),
-    Case('train {train} --opt not_an_optimizer', 2, r'--opt not_an_optimizer: .*timm.optim.list_optimizers'),
+    Case('train {train} --opt not_an_optimizer', 2, r'--opt not_an_optimizer: not an optimizer timm knows .*timm.optim.list_optimizers'),
     Case('train {train} --sched not_a_schedule', 2, r"--sched not_a_schedule: Unknown scheduler"),
     # a run folder is never overwritten
     Case('train {train} --experiment run', 2,

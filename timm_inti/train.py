@@ -413,8 +413,8 @@ def main(argv=None) -> int:
     try:
         optimizer = timm.optim.create_optimizer_v2(model, **timm.optim.optimizer_kwargs(cfg=args))
     except (AssertionError, ValueError) as e:  # timm's refusal of an unknown --opt
-        raise UsageError(f'--opt {args.opt}: {e or "not an optimizer timm knows"} '
-                         f'(timm.optim.list_optimizers() lists them)') from e
+        raise UsageError(f'--opt {args.opt}: not an optimizer timm knows ({e}); '
+                         f'timm.optim.list_optimizers() lists them') from e
     resume_epoch = None
     checkpoint = None
     if args.resume:
