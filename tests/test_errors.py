@@ -48,6 +48,7 @@ COMMANDS = {  # name -> (prog, main)
     'export': ('export.py', lambda: tool('export')),
     'convert': ('convert.py', lambda: tool('convert')),
     'publish': ('publish.py', lambda: tool('publish')),
+    'cards': ('cards.py', lambda: tool('cards')),
 }
 
 
@@ -137,6 +138,7 @@ CASES = [
     Case('convert {plain} --model no_such_model --out {tmp}/x', 2, r"unknown model 'no_such_model'"),
     Case('convert {plain} --model inti_vit_b16 --num-frames 0 --out {tmp}/x', 2, r'--num-frames: 0 is not a positive'),
     # publish (and any local-dir: name)
+    Case('cards --models no_such_model --out {tmp}/cards', 2, r'no pretrained tags for no_such_model; the models: inti_vit_b16'),
     Case('publish {tmp}/nothing --repo-id a/b --dry-run', 1, r'local-dir:{tmp}/nothing: no such folder'),
     Case('publish {tmp}/saved --repo-id a/b --dry-run', 1, r'{tmp}/saved/config.json: not valid JSON', saved('')),
     Case('publish {tmp}/saved --repo-id a/b --dry-run', 1, r'config.json: not valid JSON .* line 1', saved('{"a": ')),
