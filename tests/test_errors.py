@@ -108,7 +108,9 @@ CASES = [
          r'{tmp}/out/run holds another run .* than the one --resume {run_ckpt} continues', setup=copy_run),
     # data
     Case('train {train} --data-dir ""', 2, r'give --data-dir DIR'),
-    Case('train {train} --data-dir {tmp}/nowhere', 1, r"split 'train': {tmp}/nowhere/train is neither a class folder"),
+    Case('train {train} --data-dir {tmp}/nowhere', 1, r'--data-dir {tmp}/nowhere: no such folder'),
+    Case('train {train} --data-dir {data} --train-split {tmp}/none.txt', 1, r"split '{tmp}/none.txt': {tmp}/none.txt is neither"),
+    Case('train {train} --data-dir {no_val}', 2, r'no validation split: {no_val}/val does not exist; .* --val-split "" to train without'),
     Case('train {train} --data-dir {loose}', 2, r'{loose}/train holds 1 video \(stray.mp4\) outside any class folder'),
     Case('train {train} --data-dir {extra_val}', 2,
          r'{extra_val}/val: 1 class \(up\) not among the 2 classes \(left, right\) of training \(2 videos, '
@@ -169,6 +171,7 @@ def world(tmp_path_factory):
             for label in ('left', 'right') for k in range(n)]
     w['data'] = videos('data', good)
     w['loose'] = videos('loose', good + ['train/stray.mp4'])
+    w['no_val'] = videos('no_val', [p for p in good if p.startswith('train/')])
     w['extra_val'] = videos('extra_val', good + ['val/up/u0.mp4', 'val/up/u1.mp4'])
     w['corrupt'] = videos('corrupt', [p for p in good if p.startswith('val/')])
     for k in range(4):

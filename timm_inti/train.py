@@ -295,6 +295,13 @@ def _check_args(args) -> None:
     splits = [args.val_split] if args.eval_only else [args.train_split, args.val_split]
     if not args.data_dir and not all(os.path.isabs(split) for split in splits if split):
         raise UsageError('give --data-dir DIR (a folder with train/ and val/ class folders, or annotation lists)')
+    if args.data_dir and not os.path.isdir(args.data_dir):
+        raise CommandError(f'--data-dir {args.data_dir}: no such folder')
+    if args.val_split and args.data_dir is not None:
+        val_path = args.val_split if os.path.isabs(args.val_split) else os.path.join(args.data_dir, args.val_split)
+        if not os.path.exists(val_path):
+            raise UsageError(f'no validation split: {val_path} does not exist; give --val-split FOLDER_OR_LIST, or '
+                             f'--val-split "" to train without validation')
     if args.eval_only and not (args.resume or args.initial_checkpoint):
         raise UsageError('--eval-only evaluates a checkpoint: give --resume or --initial-checkpoint')
     if args.eval_only and not args.val_split:
