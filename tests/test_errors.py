@@ -118,6 +118,11 @@ CASES = [
     Case('train {train} --data-dir {corrupt} --bad-files skip --experiment c', 1,
          r'epoch 0 trained on no clip: none of the 4 training videos could be decoded \(4 unreadable videos',
          writes=('out', 'out/c')),
+    Case('train {train} --train-split {missing_list} --val-split "" --experiment m', 1,
+         r'16 videos in a row could not be decoded, the first: {data}/nope/.*--bad-files skip', writes=('out', 'out/m')),
+    Case('train {train} --train-split {missing_list} --val-split "" --experiment m --workers 1', 1,
+         r'^timm-inti-train: error: 16 videos in a row could not be decoded, the first: {data}/nope/.*no such file; ',
+         writes=('out', 'out/m')),
     # checkpoints
     Case('train {train} --resume {empty}', 1, r'{empty}: not a readable checkpoint \(the file is empty, 0 bytes\)'),
     Case('train {train} --resume {random}', 1, r'{random}: not a readable checkpoint'),
@@ -184,6 +189,8 @@ def world(tmp_path_factory):
     w['run_dir'] = out / 'out' / 'run'
     w['run_ckpt'] = w['run_dir'] / 'last.pth.tar'
 
+    w['missing_list'] = root / 'missing.txt'
+    w['missing_list'].write_text(''.join(f'nope/{k}.mp4 {k % 2}\n' for k in range(4)))
     (root / 'empty.pth').write_bytes(b'')
     w['empty'] = root / 'empty.pth'
     w['random'] = root / 'random.bin'

@@ -336,6 +336,16 @@ def _check_run_folder(args) -> None:
                      f'--experiment name (or without one, for a new time-stamped folder)')
 
 
+def _raise_data_failure(error: RuntimeError) -> None:
+    """The dataset's "N videos in a row could not be decoded" (``--bad-files replace``), from the main process or
+    re-raised by a DataLoader worker with its traceback in the message, as one line."""
+    lines = [line for line in str(error).strip().splitlines() if 'could not be decoded' in line]
+    if lines:
+        message = lines[-1].split('RuntimeError: ', 1)[-1]
+        raise CommandError(f'{message}; check the training split, or drop unreadable videos with --bad-files skip') \
+            from error
+
+
 def _truncate_summary(summary_csv: str, start_epoch: int) -> None:
     """A resumed run replays epochs from ``start_epoch``: drop their rows, written before the run stopped."""
     if not os.path.exists(summary_csv):
@@ -506,8 +516,12 @@ def main(argv=None) -> int:
         seed_epoch(args.seed, epoch, args.rank, generator)
         if train_sampler is not None:
             train_sampler.set_epoch(epoch)
-        train_metrics = train_one_epoch(epoch, task, train_loader, optimizer, lr_scheduler, args, device,
-                                        amp_autocast, loss_scaler, mixup_fn, progress, bad_log)
+        try:
+            train_metrics = train_one_epoch(epoch, task, train_loader, optimizer, lr_scheduler, args, device,
+                                            amp_autocast, loss_scaler, mixup_fn, progress, bad_log)
+        except RuntimeError as e:
+            _raise_data_failure(e)
+            raise
         if not train_metrics['samples']:
             raise CommandError(f'epoch {epoch} trained on no clip: none of the {len(train_set)} training videos '
                                f'could be decoded ({bad_log.summary()}, listed above); nothing was saved')
