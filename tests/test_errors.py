@@ -102,7 +102,8 @@ CASES = [
     Case('train {train} --sched not_a_schedule', 2, r"--sched not_a_schedule: Unknown scheduler"),
     # a run folder is never overwritten
     Case('train {train} --experiment run', 2,
-         r'{tmp}/out/run already holds a run \(last.pth.tar, model_best.pth.tar, summary.csv\): continue it with '
+         r'{tmp}/out/run already holds a run \(last.pth.tar, model_best.pth.tar, summary.csv, checkpoint-0.pth.tar\): '
+         r'continue it with '
          r'--resume {tmp}/out/run/last.pth.tar, or start anew under another --experiment name', setup=copy_run),
     Case('train {train} --experiment run --resume {run_ckpt}', 2,
          r'{tmp}/out/run holds another run .* than the one --resume {run_ckpt} continues', setup=copy_run),

@@ -19,6 +19,7 @@ interrupted epoch and ends with the same weights as an uninterrupted run.
 """
 import argparse
 import csv
+import glob
 import json
 import logging
 import os
@@ -323,6 +324,7 @@ def _check_run_folder(args) -> None:
         return
     run_dir = os.path.join(args.output, args.experiment)
     held = [name for name in _RUN_FILES if os.path.exists(os.path.join(run_dir, name))]
+    held += sorted(os.path.basename(p) for p in glob.glob(os.path.join(glob.escape(run_dir), 'checkpoint-*.pth.tar')))
     if not held:
         return
     if args.resume and os.path.realpath(os.path.dirname(os.path.abspath(args.resume))) == os.path.realpath(run_dir):
