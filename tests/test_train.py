@@ -9,9 +9,9 @@ import sys
 import pytest
 import timm
 import torch
+from conftest import write_video
 from timm.data import Mixup
 
-from conftest import write_video
 from timm_inti.train import main, mix_clips
 
 TINY = ['--model', 'inti_vit_b16', '--model-kwargs', 'embed_dim=64', 'depth=4', 'num_heads=2', 'patch_size=8',
@@ -72,7 +72,8 @@ def test_learns_and_writes_checkpoints_logs_and_plots(data_dir, tmp_path, capsys
 
 
 def test_eval_only_with_views(data_dir, tmp_path, capsys):
-    assert main(['--data-dir', str(data_dir), *TINY, '--epochs', '1', '--output', str(tmp_path), '--experiment', 'e']) == 0
+    assert main(['--data-dir', str(data_dir), *TINY, '--epochs', '1', '--output', str(tmp_path),
+                 '--experiment', 'e']) == 0
     capsys.readouterr()
     assert main(['--data-dir', str(data_dir), *TINY, '--eval-only', '--resume', str(tmp_path / 'e' / 'last.pth.tar'),
                  '--test-clips', '2', '--test-crops', '3']) == 0

@@ -72,7 +72,8 @@ def read_checkpoint(path: Union[str, Path], allow_pickle: bool = False) -> Dict[
     if path.stat().st_size == 0:
         raise CheckpointError(f'{path}: not a readable checkpoint (the file is empty, 0 bytes)')
     if path.suffix != '.safetensors' and not _starts_like_torch(path):
-        raise CheckpointError(f'{path}: not a readable checkpoint (neither safetensors, a PyTorch archive nor a pickle)')
+        raise CheckpointError(f'{path}: not a readable checkpoint (neither safetensors, a PyTorch archive '
+                              f'nor a pickle)')
     try:
         if path.suffix == '.safetensors':
             from safetensors.torch import load_file
@@ -146,7 +147,8 @@ def model_card(
     else:
         origin = (f'**An initialisation, not a trained video model.** The ViT weights are the CLIP image tower '
                   f'`{source}`, unchanged; the InTI layers start as an exact average of each frame pair, the '
-                  f'temporal embedding and any temporal modules at zero, so before fine-tuning the model is temporal average pooling of '
+                  f'temporal embedding and any temporal modules at zero, so before fine-tuning the model is '
+                  f'temporal average pooling of '
                   f'CLIP features. The head is CLIP\'s image projection: outputs are CLIP image embeddings.')
     front = {
         'library_name': 'timm',

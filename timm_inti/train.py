@@ -26,7 +26,7 @@ import os
 import random
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import Dict
 
 import numpy as np
@@ -41,7 +41,14 @@ from timm.data.distributed_sampler import OrderedDistributedSampler
 from timm.loss import SoftTargetCrossEntropy
 from timm.task import ClassificationEvaluator, evaluation_sample_limit
 
-from .checkpoints import CheckpointSaver, VideoClassificationTask, create_model, load_weights, resume_ema, resume_training
+from .checkpoints import (
+    CheckpointSaver,
+    VideoClassificationTask,
+    create_model,
+    load_weights,
+    resume_ema,
+    resume_training,
+)
 from .cli import CommandError, UsageError, add_debug_argument, command, non_negative_int, positive_float, positive_int
 from .files import pyplot, write_csv, write_json, write_png
 
@@ -57,12 +64,15 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     group = parser.add_argument_group('Dataset')
     group.add_argument('--data-dir', metavar='DIR', help='root with train/ and val/ class folders, or of list paths')
-    group.add_argument('--train-split', default='train', help='folder or annotation list (path relative to --data-dir or absolute)')
+    group.add_argument('--train-split', default='train',
+                       help='folder or annotation list (path relative to --data-dir or absolute)')
     group.add_argument('--val-split', default='val', help='folder or annotation list; "" for no validation')
     group.add_argument('--num-frames', type=positive_int, default=8, help='frames per clip')
     group.add_argument('--test-clips', type=positive_int, default=1, help='temporal clips per video for evaluation')
-    group.add_argument('--test-crops', type=int, default=1, choices=(1, 3), help='spatial crops per clip for evaluation')
-    group.add_argument('--stride', type=positive_int, default=None, help='dense sampling with this frame stride (default: segments)')
+    group.add_argument('--test-crops', type=int, default=1, choices=(1, 3),
+                       help='spatial crops per clip for evaluation')
+    group.add_argument('--stride', type=positive_int, default=None,
+                       help='dense sampling with this frame stride (default: segments)')
     group.add_argument('--bad-files', default='replace', choices=('skip', 'replace'),
                        help='a training video that cannot be decoded: replace it by the next one, or skip it '
                             '(evaluation always skips); each is reported once and counted')
@@ -241,7 +251,8 @@ def plot_summary(summary_csv: str, path: str) -> bool:
     if not rows:
         return False
     epochs = [int(r['epoch']) for r in rows]
-    panels = [('loss', ['train_loss', 'eval_loss']), ('accuracy (%)', ['eval_top1', 'eval_top5']), ('learning rate', ['lr'])]
+    panels = [('loss', ['train_loss', 'eval_loss']), ('accuracy (%)', ['eval_top1', 'eval_top5']),
+              ('learning rate', ['lr'])]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, (title, keys) in zip(axes, panels):
         for key in keys:
@@ -269,14 +280,23 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def _setup_logging() -> None:
-    """timm's default logging, set up once however often ``main`` runs in a process (timm's adds a handler
-    per call, so every line would print once more each time)."""
-    if not any(isinstance(h, _StderrHandler) for h in logging.root.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(timm.utils.FormatterNoInfo())
-        logging.root.addHandler(handler)
+@contextmanager
+def _console_logging():
+    """timm's default logging (INFO to stderr) while a run lasts, then the logging as it was.
+
+    timm's ``setup_default_logging`` adds a handler on every call and leaves it, so calling
+    ``main`` twice in one process printed every line twice, and later code logged at INFO.
+    """
+    handler = _StderrHandler()
+    handler.setFormatter(timm.utils.FormatterNoInfo())
+    level = logging.root.level
+    logging.root.addHandler(handler)
     logging.root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.root.removeHandler(handler)
+        logging.root.setLevel(level)
 
 
 def _check_args(args) -> None:
@@ -362,10 +382,14 @@ def _truncate_summary(summary_csv: str, start_epoch: int) -> None:
 
 @command('timm-inti-train')
 def main(argv=None) -> int:
+    with _console_logging():
+        return _main(argv)
+
+
+def _main(argv) -> int:
     args = _parser().parse_args(argv)
     _check_args(args)
     _check_run_folder(args)
-    _setup_logging()
     device = timm.utils.init_distributed_device(args)
     primary = timm.utils.is_primary(args)
     if args.distributed:
@@ -416,14 +440,16 @@ def main(argv=None) -> int:
 
     amp_dtype = torch.bfloat16 if args.amp_dtype == 'bfloat16' else torch.float16
     amp_autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if args.amp else nullcontext
-    loss_scaler = timm.utils.NativeScaler(device=device.type) if args.amp and amp_dtype == torch.float16 and device.type == 'cuda' else None
+    scaled = args.amp and amp_dtype == torch.float16 and device.type == 'cuda'
+    loss_scaler = timm.utils.NativeScaler(device=device.type) if scaled else None
 
     mixup_active = args.mixup > 0 or args.cutmix > 0
     mixup_fn = Mixup(
         mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, prob=args.mixup_prob, switch_prob=args.mixup_switch_prob,
         label_smoothing=args.smoothing, num_classes=num_classes) if mixup_active else None
     criterion_kwargs = dict(soft_targets=True) if mixup_active else dict(smoothing=args.smoothing)
-    saved_model_args = {k: v for k, v in model_kwargs.items() if isinstance(v, (int, float, str, bool, tuple, list, dict))}
+    saved_model_args = {k: v for k, v in model_kwargs.items()
+                        if isinstance(v, (int, float, str, bool, tuple, list, dict))}
     task = VideoClassificationTask(
         model, arch=args.model, model_args=saved_model_args, label_names=label_names, run_args=vars(args),
         criterion=SoftTargetCrossEntropy() if mixup_active else None,
@@ -496,7 +522,8 @@ def main(argv=None) -> int:
     validating = val_loader is not None
     saver = output_dir = None
     if primary:
-        exp_name = args.experiment or '-'.join([time.strftime('%Y%m%d-%H%M%S'), timm.models.safe_model_name(args.model)])
+        exp_name = args.experiment or '-'.join([time.strftime('%Y%m%d-%H%M%S'),
+                                                timm.models.safe_model_name(args.model)])
         output_dir = timm.utils.get_outdir(args.output, exp_name, inc=not args.experiment)
         decreasing = args.eval_metric == 'loss'
         saver = CheckpointSaver(

@@ -28,7 +28,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     unknown = [name for name in args.models if not timm.list_pretrained(f'{name}.*')]
     if unknown:
-        raise UsageError(f'no pretrained tags for {", ".join(unknown)}; the models: {", ".join(timm_inti.MODEL_ALIASES)}')
+        raise UsageError(f'no pretrained tags for {", ".join(unknown)}; '
+                         f'the models: {", ".join(timm_inti.MODEL_ALIASES)}')
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.models:
         for tagged in timm.list_pretrained(f'{name}.*'):

@@ -36,7 +36,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog='convert.py', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('source', help='CLIP image checkpoint (OpenAI, open_clip or timm format)')
-    parser.add_argument('--model', required=True, help='registered InTI model, optionally with a tag: inti_vit_b16.laion2b')
+    parser.add_argument('--model', required=True,
+                        help='registered InTI model, optionally with a tag: inti_vit_b16.laion2b')
     parser.add_argument('--out', required=True, help='output folder')
     parser.add_argument('--num-frames', type=positive_int, default=None)
     parser.add_argument('--allow-pickle', action='store_true', help='read arbitrary pickles (trusted files only)')

@@ -35,7 +35,8 @@ def main(argv=None):
     labels = read_label_file(args.labels) if args.labels else None
     model, label_names = create_model_from_checkpoint(args.checkpoint, use_ema=args.use_ema)
     if labels and len(labels) != model.num_classes:
-        raise UsageError(f'--labels {args.labels} holds {len(labels)} names for a model with {model.num_classes} classes')
+        raise UsageError(f'--labels {args.labels} holds {len(labels)} names for a model with '
+                         f'{model.num_classes} classes')
     save_pretrained(model.eval(), args.out, label_names=labels or label_names, finetuned_on=args.finetuned_on)
     print(f"wrote {args.out}: {checkpoint['arch']}, {model.num_classes} classes, epoch {checkpoint.get('epoch')}")
     return 0

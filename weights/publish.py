@@ -33,7 +33,8 @@ def main(argv=None):
     except (CheckpointError, OSError, RuntimeError) as e:
         raise CheckpointError(f'{args.folder} does not load back, nothing published: {e}') from e
     files = sorted(p.name for p in args.folder.iterdir() if not p.name.startswith('.'))
-    print(f'{args.folder}: {model.pretrained_cfg.get("architecture")}, {model.num_classes} classes; files: {", ".join(files)}')
+    print(f'{args.folder}: {model.pretrained_cfg.get("architecture")}, {model.num_classes} classes; '
+          f'files: {", ".join(files)}')
     if args.dry_run:
         print(f'dry run: would upload to {args.repo_id}')
         return 0
