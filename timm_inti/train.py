@@ -262,7 +262,8 @@ def plot_summary(summary_csv: str, path: str) -> bool:
         ax.set_xlabel('epoch')
         ax.xaxis.set_major_locator(plt.matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.lines:  # no validation: no accuracy curves
+            ax.legend(fontsize=8)
     fig.tight_layout()
     write_png(path, fig)
     return True
