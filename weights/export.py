@@ -11,7 +11,12 @@ import argparse
 import sys
 
 from timm_inti import CheckpointError
-from timm_inti.checkpoints import create_model_from_checkpoint, read_checkpoint_metadata, read_label_file
+from timm_inti.checkpoints import (
+    create_model_from_checkpoint,
+    is_training_checkpoint,
+    read_checkpoint_metadata,
+    read_label_file,
+)
 from timm_inti.cli import UsageError, add_debug_argument, command
 from timm_inti.hub import save_pretrained
 
@@ -29,7 +34,7 @@ def main(argv=None):
     add_debug_argument(parser)
     args = parser.parse_args(argv)
     checkpoint = read_checkpoint_metadata(args.checkpoint)
-    if checkpoint is None or 'arch' not in checkpoint or 'state_dict' not in checkpoint:
+    if not is_training_checkpoint(checkpoint):
         raise CheckpointError(f'{args.checkpoint}: not a timm-inti-train checkpoint (no arch / state_dict); '
                               f'weights/convert.py converts plain weights')
     labels = read_label_file(args.labels) if args.labels else None
