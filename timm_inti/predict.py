@@ -58,37 +58,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _read_lines(path: str, what: str) -> List[str]:
+    from timm_inti.checkpoints import read_label_file
     try:
-        with open(path) as f:
-            names = [line.strip() for line in f if line.strip()]
-    except OSError as e:
-        raise PredictError(f'cannot read the {what} file {path}: {e.strerror}') from e
-    if not names:
-        raise PredictError(f'the {what} file {path} holds no names')
-    return names
+        return read_label_file(path, what)
+    except (OSError, ValueError) as e:
+        raise PredictError(str(e)) from e
 
 
 def build_model(args):
     """The model, its label names (or None), from --model / --checkpoint."""
-    from timm_inti.hub import read_checkpoint  # importing timm_inti registers the models
-    kwargs = {} if args.num_frames is None else dict(num_frames=args.num_frames)
+    from timm_inti.checkpoints import create_model, create_model_from_checkpoint
+    kwargs = dict(getattr(args, 'model_kwargs', None) or {})
+    kwargs.update({} if args.num_frames is None else dict(num_frames=args.num_frames))
     if args.checkpoint is None:
-        model = timm.create_model(args.model, pretrained=True, **kwargs)
+        model = create_model(args.model, pretrained=True, **kwargs)
         return model, model.pretrained_cfg.get('label_names')
-    checkpoint = read_checkpoint(args.checkpoint)
-    if isinstance(checkpoint, dict) and 'arch' in checkpoint and 'state_dict' in checkpoint:  # timm-inti-train
-        state_dict = checkpoint['state_dict_ema'] if args.use_ema and checkpoint.get('state_dict_ema') else checkpoint['state_dict']
-        model = timm.create_model(checkpoint['arch'], **dict(checkpoint.get('model_args') or {}, **kwargs))
-        model.load_state_dict(timm.models.clean_state_dict(state_dict))
-        return model, checkpoint.get('label_names')
-    state_dict = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else checkpoint
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise PredictError(f'{args.checkpoint} holds no state dict')
-    if 'head.weight' in state_dict:
-        kwargs['num_classes'] = state_dict['head.weight'].shape[0]
-    model = timm.create_model(
-        args.model, pretrained=True, pretrained_cfg_overlay=dict(state_dict=state_dict, file=args.checkpoint), **kwargs)
-    return model, None
+    return create_model_from_checkpoint(args.checkpoint, args.model, use_ema=args.use_ema, **kwargs)
 
 
 def predict_file(model, path: str, transform, num_frames: int, args) -> torch.Tensor:

@@ -14,14 +14,22 @@ import timm
 import torch
 
 import timm_inti
+from timm_inti.cli import UsageError, add_debug_argument, command
 from timm_inti.hub import model_card
 
 
+@command('cards.py')
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog='cards.py', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', type=Path, default=Path(__file__).parent / 'cards')
     parser.add_argument('--models', nargs='+', default=list(timm_inti.MODEL_ALIASES))
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
+    unknown = [name for name in args.models if not timm.list_pretrained(f'{name}.*')]
+    if unknown:
+        raise UsageError(f'no pretrained tags for {", ".join(unknown)}; '
+                         f'the models: {", ".join(timm_inti.MODEL_ALIASES)}')
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.models:
         for tagged in timm.list_pretrained(f'{name}.*'):

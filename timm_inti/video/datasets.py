@@ -21,7 +21,7 @@ import os
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
-from timm.data.readers.reader_image_folder import find_images_and_targets
+from timm.data.readers.reader_image_folder import find_images_and_targets, natural_key
 
 from .decode import VIDEO_EXTENSIONS, VideoDecodeError, VideoInfo, read_frames
 from .sampling import sample_indices
@@ -120,13 +120,40 @@ class VideoFolder(VideoDataset):
     def __init__(self, root: str, class_to_idx: Optional[Dict[str, int]] = None, **kwargs):
         if not os.path.isdir(root):
             raise FileNotFoundError(f'video folder {root} does not exist')
-        samples, class_to_idx = find_images_and_targets(root, types=VIDEO_EXTENSIONS, class_to_idx=class_to_idx)
-        if not samples:
+        files, _ = find_images_and_targets(root, types=VIDEO_EXTENSIONS)
+        if not files:
             raise FileNotFoundError(f'no videos ({", ".join(VIDEO_EXTENSIONS)}) in class folders under {root}')
+        # the class is the folder right below root, however deep the video (timm's walk names it after the
+        # innermost folder, which would merge root/a/part1 and root/b/part1); '' for a video in root itself
+        names = [os.path.normpath(os.path.relpath(path, root)).split(os.sep) for path, _ in files]
+        names = [parts[0] if len(parts) > 1 else '' for parts in names]
+        found = {name: i for i, name in enumerate(sorted(set(names), key=natural_key))}
+        samples = [(path, found[name]) for (path, _), name in zip(files, names)]
+        if '' in found:
+            loose = [os.path.basename(path) for path, target in samples if target == found['']]
+            raise ValueError(f'{root} holds {_some(loose)} outside any class folder: move each into '
+                             f'{root}/<class name>/')
+        if class_to_idx is None:
+            class_to_idx = found
+        else:  # another split's classes, in its order
+            name_of = {index: name for name, index in found.items()}
+            unknown = sorted(set(found) - set(class_to_idx))
+            if unknown:
+                files = [path for path, target in samples if name_of[target] in unknown]
+                known = _some(sorted(class_to_idx, key=class_to_idx.get), 'class', 'classes')
+                raise ValueError(f'{root}: {_some(unknown, "class", "classes")} not among the {known} of training '
+                                 f'({len(files)} videos, e.g. {files[0]}): a model cannot predict a class it was not '
+                                 f'trained on')
+            samples = [(path, class_to_idx[name_of[target]]) for path, target in samples]
         self.root = root
         self.class_to_idx = class_to_idx
         classes = sorted(class_to_idx, key=class_to_idx.get)
         super().__init__(samples, classes, **kwargs)
+
+
+def _some(names: Sequence[str], one: str = 'video', many: str = 'videos', limit: int = 5) -> str:
+    shown = ', '.join(names[:limit]) + (f' and {len(names) - limit} more' if len(names) > limit else '')
+    return f'{len(names)} {one if len(names) == 1 else many} ({shown})'
 
 
 def _read_annotations(list_file: str) -> List[Tuple[str, str]]:
@@ -239,6 +266,7 @@ def create_video_datasets(
         bad_files: str = 'skip',
         eval_only: bool = False,
         backend: Optional[str] = None,
+        classes: Optional[Sequence[str]] = None,
         scale: Tuple[float, float] = (0.08, 1.0),
         ratio: Tuple[float, float] = (3 / 4, 4 / 3),
         hflip: float = 0.5,
@@ -250,6 +278,8 @@ def create_video_datasets(
     takes the training split's classes. ``eval_only`` builds the validation split alone;
     an empty ``val_split`` builds none. ``bad_files`` is the training policy: evaluation
     always skips unreadable videos, since a stand-in would be counted twice in the metrics.
+    ``classes`` (a model's class names, by index) labels the validation split when there is
+    no training split.
     """
     common = dict(num_frames=num_frames, stride=stride, backend=backend)
     train_set = None
@@ -261,7 +291,8 @@ def create_video_datasets(
     val_set = None
     if val_split:
         val_set = _split_dataset(
-            data_dir, val_split, classes=getattr(train_set, 'classes', None), train=False, num_clips=test_clips,
+            data_dir, val_split, classes=train_set.classes if train_set is not None else classes, train=False,
+            num_clips=test_clips,
             bad_files='skip',
             transform=create_video_transform(data_config, is_training=False, num_crops=test_crops), **common)
     return train_set, val_set
