@@ -5,7 +5,8 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from timm_inti.zero_shot import TEXT_TOWERS, VIDEO_TEMPLATES, ZeroShotHead, set_zero_shot_head, text_tower_for
+from timm_inti.backbones import BACKBONES
+from timm_inti.zero_shot import VIDEO_TEMPLATES, ZeroShotHead, set_zero_shot_head, text_tower_for
 
 CLASSES = ['archery', 'juggling balls', 'swimming backstroke']
 
@@ -29,9 +30,13 @@ def test_zero_shot_head_scores_clips_as_clip_scores_images(open_clip_b16):
 def test_text_towers_follow_the_pretrained_tag():
     assert text_tower_for(timm.create_model('inti_vit_b16', depth=1, inti_after=(1,))) == ('ViT-B-16-quickgelu', 'openai')
     assert text_tower_for(timm.create_model('inti_vit_l14.laion2b', depth=1, inti_after=(1,))) == ('ViT-L-14', 'laion2b_s32b_b82k')
+    # ViT-B/32 is as wide as ViT-B/16: the tower follows the architecture, not the width
+    assert text_tower_for(timm.create_model('inti_vit_b32.laion2b', depth=1, inti_after=(1,))) == ('ViT-B-32', 'laion2b_s34b_b79k')
+    assert text_tower_for(timm.create_model('inti_vit_l14_336', depth=1, inti_after=(1,))) == ('ViT-L-14-336-quickgelu', 'openai')
     published = set(open_clip.list_pretrained())
-    assert all(tower in published for tower in TEXT_TOWERS.values())
-    with pytest.raises(ValueError, match='no known text tower'):
+    towers = [w.text_tower for b in BACKBONES.values() for w in b.tags.values() if w.text_tower]
+    assert len(towers) >= 10 and all(tower in published for tower in towers)
+    with pytest.raises(ValueError, match='no known text tower for a 64-wide model'):
         text_tower_for(timm.create_model('inti_vit_b16', depth=1, inti_after=(1,), embed_dim=64, num_heads=2))
     assert len(VIDEO_TEMPLATES) == 28 and all('{}' in t for t in VIDEO_TEMPLATES)
 
