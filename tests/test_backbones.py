@@ -119,3 +119,114 @@ def test_adding_a_backbone_is_one_entry(restored_registry, hub_cache, tmp_path):
 def test_a_backbone_without_weights_is_refused(restored_registry):
     with pytest.raises(ValueError, match='no pretrained tags'):
         timm_inti.register_backbone(Backbone('vit_x', 'x', 'X', dict(embed_dim=64, depth=4, num_heads=2)))
+
+
+# -- issue 16: timm's other image ViTs ---------------------------------------------------------
+
+FAMILIES = [  # (registered model with tag, timm's image model of the same weights)
+    ('inti_vit_b16_siglip.v2_webli', 'vit_base_patch16_siglip_224.v2_webli'),
+    ('inti_vit_b14_dinov2.lvd142m', 'vit_base_patch14_reg4_dinov2.lvd142m'),
+    ('inti_vit_b16_augreg.augreg2_in21k_ft_in1k', 'vit_base_patch16_224.augreg2_in21k_ft_in1k'),
+    ('inti_vit_b32.laion2b', 'vit_base_patch32_clip_224.laion2b'),
+]
+
+
+def safetensors_bytes(model):
+    return safetensors.torch.save({k: v.contiguous() for k, v in model.state_dict().items()})
+
+
+def image_model_in_hub_cache(hub_cache, image_name, **kwargs):
+    """Random weights for timm's ``image_name``, stored where its pretrained cfg downloads from; loaded back by timm."""
+    model = timm.create_model(image_name, **kwargs)
+    hub_cache(timm.models.get_pretrained_cfg(image_name).hf_hub_id, 'model.safetensors', safetensors_bytes(model))
+    return timm.create_model(image_name, pretrained=True, **kwargs).eval()
+
+
+@pytest.mark.parametrize('video_name, image_name', FAMILIES)
+@torch.no_grad()
+def test_one_frame_and_a_repeated_frame_give_timms_image_output(hub_cache, video_name, image_name):
+    """Registered family and the generic path, from the same Hub files that timm's image model loads."""
+    image = image_model_in_hub_cache(hub_cache, image_name, **TINY_KWARGS)
+    registered = timm.create_model(video_name, pretrained=True, inti_after=(1,), **TINY_KWARGS).eval()
+    generic = timm_inti.create_video_model(image_name, pretrained=True, **TINY_KWARGS).eval()
+    assert generic.inti_after == (1,) and type(generic) is timm_inti.VideoVisionTransformer  # a quarter of 4 blocks
+    assert generic.pretrained_cfg['hf_hub_id'] == registered.pretrained_cfg['hf_hub_id']
+    assert generic.pretrained_cfg['mean'] == registered.pretrained_cfg['mean'] == image.pretrained_cfg['mean']
+    x = torch.randn(2, 3, 32, 32)
+    expected = image(x)
+    for video in (registered, generic):
+        torch.testing.assert_close(video(x[:, :, None]), expected, atol=1e-5, rtol=1e-5)
+        # InTI at its averaging init, temporal embedding at zero: 8 copies of the image are the image
+        torch.testing.assert_close(video(x[:, :, None].expand(-1, -1, 8, -1, -1)), expected, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_siglip_pools_every_frame_then_averages_the_frames():
+    model = timm.create_model('inti_vit_b16_siglip', inti_after=(), num_classes=0, **TINY_KWARGS).eval()
+    assert model.num_prefix_tokens == 0 and model.attn_pool is not None
+    x = torch.randn(2, 3, 3, 32, 32)
+    per_frame = torch.stack([model(x[:, :, t]) for t in range(3)], dim=1)  # each frame through the attention pool
+    torch.testing.assert_close(model(x), per_frame.mean(dim=1), atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_full_size_dinov2_at_224_matches_timms_model_at_224(hub_cache):
+    """DINOv2 is trained at 518 px; both sides resample its position embedding to the 224 px grid."""
+    image = image_model_in_hub_cache(hub_cache, 'vit_base_patch14_reg4_dinov2.lvd142m', img_size=224)
+    video = timm.create_model('inti_vit_b14_dinov2', pretrained=True).eval()
+    assert video.num_prefix_tokens == 5 and video.inti_after == (3,) and video.patch_embed.grid_size == (16, 16)
+    x = torch.randn(1, 3, 224, 224)
+    torch.testing.assert_close(video(x[:, :, None]), image(x), atol=1e-4, rtol=1e-4)
+
+
+def test_generic_path_refuses_other_classes_naming_the_supported_one():
+    for name, cls in (('resnet18', 'ResNet'), ('eva02_tiny_patch14_224', 'Eva'),
+                      ('deit_tiny_distilled_patch16_224', 'VisionTransformerDistilled')):
+        with pytest.raises(TypeError, match=rf'{name} is a timm\.models\..*{cls}.*VisionTransformer'):
+            timm_inti.create_video_model(name)
+    with pytest.raises(ValueError, match='features_only is for the registered InTI models'):
+        timm_inti.create_video_model('vit_base_patch16_224', features_only=True, **TINY_KWARGS)
+
+
+@torch.no_grad()
+def test_generic_path_takes_video_kwargs_saves_and_loads_back(tmp_path):
+    model = timm_inti.create_video_model(
+        'vit_base_patch16_siglip_224.webli', num_frames=4, inti_after=(2, 3), adapter_dim=16, num_classes=5,
+        **TINY_KWARGS).eval()
+    assert (model.inti_after, model.num_frames, model.num_classes) == ((2, 3), 4, 5) and model.adapters is not None
+    for p in model.parameters():
+        p.normal_(std=0.02)
+    timm_inti.save_pretrained(model, tmp_path / 'saved')
+    loaded = timm_inti.create_video_model(f'local-dir:{tmp_path / "saved"}', pretrained=True).eval()
+    assert (loaded.inti_after, loaded.num_frames, loaded.num_classes) == ((2, 3), 4, 5)
+    x = torch.randn(1, 3, 4, 32, 32)
+    torch.testing.assert_close(loaded(x), model(x))
+    # registered names go through timm
+    assert timm_inti.create_video_model('inti_vit_b16', **TINY_KWARGS).inti_after == (3,)
+
+
+def test_flops_of_each_family_near_the_schedule_bound():
+    """Closed form at full size (meta device): within 0.5 points of the block-schedule bound at 8 frames."""
+    from timm_inti.flops import formula_flops
+    for alias in ('inti_vit_b16_siglip', 'inti_vit_b14_dinov2', 'inti_vit_b16_augreg', 'inti_vit_l14_336'):
+        with torch.device('meta'):
+            model, naive = timm.create_model(alias), timm.create_model(alias, inti_after=())
+        bound = 1 - sum(model.num_frames_after(8)) / (len(model.blocks) * 8)
+        reduction = 1 - formula_flops(model, 8).total / formula_flops(naive, 8).total
+        assert bound - 0.005 < reduction < bound, alias
+    with torch.device('meta'):
+        siglip = timm.create_model('inti_vit_b16_siglip')
+    assert formula_flops(siglip, 8).by_module['attn_pool'] > 0  # the attention-pool head is counted, per frame
+
+
+@pytest.mark.parametrize('alias, kwargs', [
+    ('inti_vit_b16_siglip', {}), ('inti_vit_b14_dinov2', {}), ('inti_vit_b16_augreg', dict(num_classes=10)),
+])
+def test_fvcore_and_the_closed_form_agree_per_family(alias, kwargs):
+    from timm_inti.flops import count_flops, formula_flops
+    model = timm.create_model(alias, inti_after=(1, 3), **dict(TINY_KWARGS, **kwargs)).eval()
+    for frames in (1, 5, 8):
+        counted = count_flops(model, torch.randn(1, 3, frames, 32, 32))
+        assert formula_flops(model, frames).total == counted.total
+        if model.attn_pool is not None:
+            assert formula_flops(model, frames).by_module['attn_pool'] == counted.by_module['attn_pool']
