@@ -78,9 +78,15 @@ class InTI(nn.Module):
         dd = {'device': device, 'dtype': dtype}
         if weighting not in ('softmax', 'sigmoid', 'mean'):
             raise ValueError(f"InTI weighting must be 'softmax', 'sigmoid' or 'mean', got {weighting!r}")
+        if isinstance(kernel_sizes, (str, bytes)) or not isinstance(kernel_sizes, Sequence) or any(
+                isinstance(k, bool) or not hasattr(k, '__index__') for k in kernel_sizes):
+            raise ValueError(f'InTI kernel_sizes must be a sequence of odd, positive integers such as (1, 3, 7), got {kernel_sizes!r}')
         kernel_sizes = tuple(int(k) for k in kernel_sizes)
         if any(k < 1 or k % 2 == 0 for k in kernel_sizes):
             raise ValueError(f'InTI kernel_sizes must be odd and positive, got {kernel_sizes}')
+        for name, value in (('dim', dim), ('hidden_dim', 1 if hidden_dim is None else hidden_dim)):
+            if isinstance(value, bool) or not hasattr(value, '__index__') or int(value) < 1:
+                raise ValueError(f'InTI {name} must be a positive integer, got {value!r}')
         if weighting != 'mean' and not kernel_sizes and not global_context:
             raise ValueError('InTI needs at least one context scale (kernel_sizes or global_context)')
         self.num_prefix_tokens = num_prefix_tokens
