@@ -47,12 +47,15 @@ class LayerMerges:
         layer: The layer's key in ``model.inti``: the number of blocks before it.
         weights: (B, P, h, w): weight of the first side of each of the P pairs, per patch.
         prefix: (B, P, num_prefix_tokens): the same for the prefix tokens (class, registers).
+        second: (B, P, h, w): weight of the second side (``1 - weights`` unless the layer uses
+            ``weighting='sigmoid'``).
         spans: Per pair, the input frames [start, stop) that its first and its second side summarise.
     """
     layer: str
     weights: torch.Tensor
     prefix: torch.Tensor
     spans: List[Tuple[Span, Span]]
+    second: torch.Tensor
 
     def pair_name(self, pair: int) -> str:
         first, second = (_span_name(s) for s in self.spans[pair])
@@ -109,12 +112,13 @@ def merge_weights(model: nn.Module, clips: torch.Tensor) -> List[LayerMerges]:
         if num_frames != len(spans):
             raise RuntimeError(f'InTI after block {key} saw {num_frames} frames, expected {len(spans)}')
         pairs = [(spans[2 * j], spans[2 * j + 1]) for j in range(num_frames // 2)]
-        first = weights[..., 0]                                                    # (B, P, N)
+        first, second = weights[..., 0], weights[..., 1]                           # (B, P, N)
         merges.append(LayerMerges(
             layer=key,
             weights=rearrange(first[..., num_prefix:], 'b p (h w) -> b p h w', h=height, w=width),
             prefix=first[..., :num_prefix],
             spans=pairs,
+            second=rearrange(second[..., num_prefix:], 'b p (h w) -> b p h w', h=height, w=width),
         ))
         spans = [(a[0], b[1]) for a, b in pairs] + (spans[-1:] if num_frames % 2 else [])
     return merges
