@@ -22,9 +22,10 @@ The model: a shrunken ``inti_vit_b16`` built through timm's registry (4 blocks, 
 frames; width 64 on the flash task, 32 on the moving one, whose 8x8 grid has 4x the tokens).
 As in the paper's image-to-video setting, every row starts from one image model: per seed,
 the naive ViT is first trained on single frames (is there a flash in this frame, and which
-colour), then each row builds its video model on that backbone with a new head, the rest as the library initialises it for CLIP weights: temporal embedding at zero,
-InTI layers at their averaging init, adapters adding nothing. Training: AdamW and a cosine
-schedule from timm's factories, cross-entropy, a fixed number of epochs.
+colour), then each row builds its video model on that backbone with a new head, the rest as
+the library initialises it for CLIP weights: temporal embedding at zero, InTI layers at their
+averaging init, adapters adding nothing. Training: AdamW and a cosine schedule from timm's
+factories, cross-entropy, a fixed number of epochs.
 
 Rows (``--methods``; default: the first six, and ``inti_motion`` on the moving task):
 
