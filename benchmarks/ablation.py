@@ -789,9 +789,13 @@ def write_pictures(task: Task, kept: Dict[str, Tuple[nn.Module, ClipSet]], out: 
     clip = data.clips[index]
     frame, top, left = data.flash_box[index].T.tolist()
     colours = [PALETTE[c][0] for c in data.frame_colour[index][frame].tolist()]
-    title = (f"task '{task.name}', trained inti (first seed), test clip {index}: {colours[0]} flash in frame "
-             f"{frame[0]}, {colours[1]} in frame {frame[1]}")
-    _, fig = show_merges(model, clip, frames=display_frames(clip), title=title)
+    merges, fig = show_merges(model, clip, frames=display_frames(clip))
+    shares = flash_shares(ClipSet(*(x[index:index + 1] for x in data)), task.data, task.patch_size)[0]
+    weights = [float(((merges[0].weights if f % 2 == 0 else merges[0].second)[0, f // 2] * share).sum())
+               for f, share in zip(frame, shares)]
+    fig.suptitle(f"task '{task.name}': trained inti (first seed), test clip {index}\n{colours[0]} flash in frame "
+                 f"{frame[0]}, {colours[1]} in frame {frame[1]}; weight on the flash frame at the flash's patches: "
+                 f"{weights[0]:.2f} and {weights[1]:.2f}", fontsize=8)
     path = out / f'ablation_merges_{task.name}.png'
     write_png(path, fig)
     return [path]
