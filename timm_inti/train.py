@@ -43,6 +43,7 @@ from timm.task import (
     ClassificationEvaluator, ClassificationTask, evaluation_sample_limit, load_task_ema_checkpoint,
     resume_task_checkpoint)
 
+from .cli import UsageError, positive_int
 from .files import pyplot, write_json, write_png
 
 _logger = logging.getLogger('timm_inti.train')
@@ -62,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument('--test-clips', type=int, default=1, help='temporal clips per video for evaluation')
     group.add_argument('--test-crops', type=int, default=1, choices=(1, 3), help='spatial crops per clip for evaluation')
     group.add_argument('--stride', type=int, default=None, help='dense sampling with this frame stride (default: segments)')
+    group.add_argument('--num-samples', type=positive_int, default=1, metavar='K',
+                       help='repeated sampling: K training clips (own frames, own crop) from each decoded video, '
+                            'which divides the decoding work per clip by K; -b still counts clips, so a step '
+                            'takes -b/K videos, and an epoch still visits every video once')
     group.add_argument('--bad-files', default='replace', choices=('skip', 'replace'),
                        help='a training video that cannot be decoded: replace it by the next one, or skip it '
                             '(evaluation always skips); each is reported once and counted')
@@ -207,6 +212,9 @@ def train_one_epoch(epoch, task, loader, optimizer, lr_scheduler, args, device, 
     for batch_idx, (clips, target, bad) in enumerate(progress(loader, desc=f'epoch {epoch}')):
         bad_log.update(bad)
         need_update = batch_idx == last_idx or (batch_idx + 1) % accum == 0
+        if clips.ndim == 6:  # repeated sampling: (videos, K clips, ...) -> clips, each with its video's label
+            target = target.repeat_interleave(clips.shape[1])
+            clips = rearrange(clips, 'b k c t h w -> (b k) c t h w')
         if mixup_fn is not None and len(clips) % 2:  # skipped videos can leave an odd batch; Mixup pairs clips
             clips, target = clips[:-1], target[:-1]
         if not len(clips):
@@ -281,6 +289,9 @@ def main(argv=None) -> int:
     import timm_inti  # noqa: F401  (registers the models)
     from timm_inti.video import BadVideoLog, collate_videos, create_video_datasets
 
+    if args.batch_size % args.num_samples:
+        raise UsageError(f'-b/--batch-size counts clips and must be a multiple of --num-samples: '
+                         f'got -b {args.batch_size} and --num-samples {args.num_samples}')
     model_kwargs = dict(num_frames=args.num_frames, **args.model_kwargs)
     if args.img_size is not None:
         model_kwargs['img_size'] = args.img_size
@@ -291,7 +302,7 @@ def main(argv=None) -> int:
     train_set, val_set = create_video_datasets(
         args.data_dir, data_config, num_frames=args.num_frames, train_split=args.train_split,
         val_split=args.val_split, test_clips=args.test_clips, test_crops=args.test_crops, stride=args.stride,
-        bad_files=args.bad_files, eval_only=args.eval_only)
+        bad_files=args.bad_files, eval_only=args.eval_only, num_samples=args.num_samples)
     label_names = (val_set if args.eval_only else train_set).classes
     num_classes = args.num_classes or len(label_names)
     model_kwargs['num_classes'] = num_classes
@@ -343,8 +354,8 @@ def main(argv=None) -> int:
     loader_kwargs = dict(num_workers=args.workers, worker_init_fn=_seed_worker, generator=generator,
                          collate_fn=collate_videos, pin_memory=device.type == 'cuda')
     train_loader = torch.utils.data.DataLoader(
-        train_set, batch_size=args.batch_size, shuffle=train_sampler is None, sampler=train_sampler, drop_last=True,
-        **loader_kwargs) if train_set is not None else None
+        train_set, batch_size=args.batch_size // args.num_samples,  # videos; each gives --num-samples clips
+        shuffle=train_sampler is None, sampler=train_sampler, drop_last=True, **loader_kwargs) if train_set is not None else None
     val_loader = torch.utils.data.DataLoader(
         val_set, batch_size=args.validation_batch_size or args.batch_size, shuffle=False, sampler=val_sampler,
         **loader_kwargs) if val_set is not None else None

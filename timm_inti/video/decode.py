@@ -121,10 +121,12 @@ def _tag_seconds(text: Optional[str]) -> float:
         return 0.0
 
 
-def _pyav_info(path: str, container, stream) -> VideoInfo:
+def _pyav_info(path: str, container, stream, num_frames: Optional[int] = None) -> VideoInfo:
     fps = float(stream.average_rate or stream.guessed_rate or 0)
     if fps <= 0:
         raise VideoDecodeError(path, 'the video stream has no frame rate')
+    if num_frames:  # known (a manifest): no need to look further
+        return VideoInfo(path, int(num_frames), fps, stream.height, stream.width, num_frames / fps, 'pyav')
     # the video stream's own length; the container's spans every stream (an audio track can be longer)
     if stream.duration is not None and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
@@ -192,12 +194,12 @@ def _open_pyav(path: str, threads: int = 0):
     return container, stream
 
 
-def _pyav_read(path: str, indices: Indices, short_side: Optional[int] = None,
-               threads: int = 0) -> Tuple[torch.Tensor, VideoInfo]:
+def _pyav_read(path: str, indices: Indices, short_side: Optional[int] = None, threads: int = 0,
+               num_frames: Optional[int] = None) -> Tuple[torch.Tensor, VideoInfo]:
     import av
     container, stream = _open_pyav(path, threads)
     with container:
-        info = _pyav_info(path, container, stream)
+        info = _pyav_info(path, container, stream, num_frames)
         time_base, start = float(stream.time_base), stream.start_time or 0
         keyframes = _keyframe_indices(stream, info, start)
         position = -1
@@ -323,7 +325,7 @@ def probe(path, backend: Optional[str] = None) -> VideoInfo:
 
 
 def read_frames(path, indices: Indices, backend: Optional[str] = None, short_side: Optional[int] = None,
-                threads: int = 0) -> Tuple[torch.Tensor, VideoInfo]:
+                threads: int = 0, num_frames: Optional[int] = None) -> Tuple[torch.Tensor, VideoInfo]:
     """Decode the frames at ``indices`` (in that order, repeats allowed), upright.
 
     Args:
@@ -336,6 +338,8 @@ def read_frames(path, indices: Indices, backend: Optional[str] = None, short_sid
         threads: PyAV decoder threads (frame and slice threading); 0 leaves FFmpeg's default
             (slice threading only, which most H.264 files do not use): best with one
             DataLoader worker per core.
+        num_frames: The frame count when known (from a ``timm-inti-prepare`` manifest), which
+            spares PyAV counting the packets of a stream whose container stores no count.
 
     Returns:
         uint8 frames (len(indices), H, W, 3) in RGB, and the video's ``VideoInfo`` (its
@@ -344,4 +348,4 @@ def read_frames(path, indices: Indices, backend: Optional[str] = None, short_sid
     path = _check_path(path)
     if _resolve_backend(backend) == 'torchcodec':
         return _torchcodec_read(path, indices, short_side)
-    return _pyav_read(path, indices, short_side, threads)
+    return _pyav_read(path, indices, short_side, threads, num_frames)
