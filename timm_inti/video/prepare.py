@@ -37,7 +37,6 @@ exit status is 1 for them only with ``--strict``.
 import argparse
 import csv
 import json
-import logging
 import math
 import multiprocessing
 import os
@@ -55,7 +54,12 @@ from .decode import VIDEO_EXTENSIONS, VideoDecodeError
 
 __all__ = ['Job', 'find_jobs', 'prepare_video', 'read_manifest', 'main', 'DEFAULT_SHORT_SIDE', 'DEFAULT_GOP']
 
-_logger = logging.getLogger('timm_inti.prepare')
+
+
+def _say(message: str) -> None:
+    """A progress or report line on stderr (stdout stays free for pipes)."""
+    print(message, file=sys.stderr, flush=True)
+
 
 PROG = 'timm-inti-prepare'
 # chosen from benchmarks/pipeline.py's storage table (README, "Feeding the model")
@@ -288,7 +292,7 @@ def prepare_video(source: str, output: Path, options: Options = Options()) -> No
                     if frame.pts is None:
                         continue
                     # constant rate out: frame n shows the source at n / rate (drops frames above the cap)
-                    n = round((frame.pts - start) * time_base * rate)
+                    n = math.floor((frame.pts - start) * time_base * rate + 0.5 - 1e-6)  # nearest, ties to the earlier
                     if n < count:
                         continue
                     if info.rotation:
@@ -405,7 +409,7 @@ class _Progress:
             rate = self.done / max(now - self.start, 1e-9)
             eta = (self.total - self.done) / rate if rate else math.inf
             eta_text = time.strftime('%H:%M:%S', time.gmtime(eta)) if math.isfinite(eta) else '?'
-            _logger.info(f'{self.done}/{self.total} videos ({100 * self.done / max(self.total, 1):.1f}%), '
+            _say(f'{self.done}/{self.total} videos ({100 * self.done / max(self.total, 1):.1f}%), '
                          f'{rate:.2f} videos/s, ETA {eta_text}, {self.failed} unreadable')
 
     def close(self) -> None:
@@ -441,7 +445,6 @@ def _parser() -> argparse.ArgumentParser:
 @command(PROG)
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
     src, dst = args.src.resolve(), args.dst.resolve()
     if not src.is_dir():
         raise UsageError(f'source {src} is not a folder')
@@ -460,7 +463,7 @@ def main(argv=None) -> int:
     jobs = list(outputs.values())
     dst.mkdir(parents=True, exist_ok=True)
     options = Options(args.short_side, args.max_fps, args.gop, args.crf, args.preset, args.tune)
-    _logger.info(f'{PROG}: {len(jobs)} videos ({layout}) from {src} to {dst}: short side {options.short_side or "kept"}, '
+    _say(f'{PROG}: {len(jobs)} videos ({layout}) from {src} to {dst}: short side {options.short_side or "kept"}, '
                  f'keyframe every {options.gop} frames, {args.workers} processes')
 
     rows, failures, skipped = [], [], 0
@@ -479,7 +482,7 @@ def main(argv=None) -> int:
                 skipped += was_skipped
             else:
                 failures.append(dict(path=job.source or job.output, label=job.label, split=job.split, reason=reason))
-                _logger.warning(f'unreadable: {job.source or job.output}: {reason}')
+                _say(f'unreadable: {job.source or job.output}: {reason}')
             progress.update(row is None)
         if pool is not None:
             pool.close()
@@ -499,7 +502,7 @@ def main(argv=None) -> int:
         for split in sorted({job.split for job in jobs}):
             write_csv(dst / f'{split}.csv', [{k: r[k] for k in LIST_COLUMNS} for r in rows if r['split'] == split],
                       LIST_COLUMNS)
-    _logger.info(f'{PROG}: {len(rows)} videos ready ({skipped} already done), {len(failures)} unreadable '
+    _say(f'{PROG}: {len(rows)} videos ready ({skipped} already done), {len(failures)} unreadable '
                  f'(listed in {dst / REPORT}); manifest {dst / MANIFEST}')
     if failures and args.strict:
         raise CommandError(f'{len(failures)} of {len(jobs)} source videos could not be prepared: see {dst / REPORT}')
