@@ -170,13 +170,13 @@ def write_jpeg_tar(source: Path, target: Path, short_side: int, quality: int = 9
 
 
 def read_jpeg_tar(path: Path, indices) -> torch.Tensor:
-    from torchvision.io import decode_jpeg
+    from PIL import Image
     with tarfile.open(path) as tar:
         names = tar.getnames()
         wanted = {}
         for i in sorted(set(indices)):
-            data = tar.extractfile(names[i]).read()
-            wanted[i] = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8)).permute(1, 2, 0)
+            with Image.open(tar.extractfile(names[i])) as image:
+                wanted[i] = torch.from_numpy(np.asarray(image.convert('RGB')))
     return torch.stack([wanted[i] for i in indices])
 
 
@@ -229,10 +229,11 @@ def loader_rate(paths, transform, frames, workers, batch, batches, num_samples=1
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=workers, collate_fn=collate_videos,
                                          shuffle=train, persistent_workers=False)
     count, start = 0, None
-    with torch.inference_mode():
+    autocast = torch.autocast('cuda', dtype=torch.bfloat16, enabled=device == 'cuda')
+    with torch.inference_mode(), autocast:
         for i, (clips, _, _) in enumerate(loader):
             if model is not None:
-                model(clips.to(device)).float().cpu()
+                model(clips.to(device, non_blocking=True)).float().cpu()
             if i == 0:
                 start = time.perf_counter()
                 continue
