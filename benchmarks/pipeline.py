@@ -320,7 +320,7 @@ def storage_table(args, corpus, work, transform) -> List[Dict]:
     minutes = info.num_frames / info.fps / 60
     side = 48 if args.quick else DEFAULT_SHORT_SIDE
     variants = [('source (H.264, keyframe every 250)', None, None, '')]
-    for gop in (1, 4, 16, 64, 250):
+    for gop in (1, 4, 8, 16, 64, 250):
         variants.append((f'H.264 short side {side}, keyframe every {gop}', side, gop, ''))
     variants.append((f'H.264 short side {side}, keyframe every 16, tune fastdecode', side, 16, 'fastdecode'))
     if not args.quick:

@@ -169,11 +169,17 @@ def _to_rgb(frame, rotation: int, size: Optional[Tuple[int, int]]):
     return np.ascontiguousarray(np.rot90(pixels, rotation // 90)) if rotation else pixels
 
 
-def _keyframe_indices(stream, info: VideoInfo, start: int) -> List[int]:
-    """Frame indices of the keyframes in the container's index (empty when it has none)."""
-    time_base = float(stream.time_base)
-    return sorted({round((entry.timestamp - start) * time_base * info.fps)
-                   for entry in stream.index_entries if entry.is_keyframe})
+def _keyframe_indices(stream, info: VideoInfo) -> List[int]:
+    """Frame indices of the keyframes in the container's index (empty when it has none).
+
+    MP4 indexes decoding timestamps, which run a constant B-frame delay behind the
+    presentation ones: counted from the first entry (frame 0, a keyframe), they line up.
+    """
+    entries = stream.index_entries
+    if not entries:
+        return []
+    time_base, first = float(stream.time_base), min(entry.timestamp for entry in entries)
+    return sorted({round((entry.timestamp - first) * time_base * info.fps) for entry in entries if entry.is_keyframe})
 
 
 def _open_pyav(path: str, threads: int = 0):
@@ -201,7 +207,7 @@ def _pyav_read(path: str, indices: Indices, short_side: Optional[int] = None, th
     with container:
         info = _pyav_info(path, container, stream, num_frames)
         time_base, start = float(stream.time_base), stream.start_time or 0
-        keyframes = _keyframe_indices(stream, info, start)
+        keyframes = _keyframe_indices(stream, info)
         position = -1
         seek_ahead = max(1, int(_SEEK_AHEAD_SECONDS * info.fps))
         # metadata frame counts can be a little high: tolerate a short tail by repeating the last frame
