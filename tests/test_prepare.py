@@ -154,6 +154,8 @@ def test_bad_sources_are_reported_and_counted(tmp_path, capsys):
     assert '1 videos ready (0 already done), 4 unreadable' in capsys.readouterr().err
     assert main([str(src), str(dst), '--strict']) == 1
     assert 'timm-inti-prepare: error: 4 of 5 source videos could not be prepared' in capsys.readouterr().err
+    assert main([str(src), str(dst), '--gop', '4']) == 2, 'a rerun with other settings would mix two preparations'
+    assert 'gop 16 -> 4' in capsys.readouterr().err
     assert main([str(tmp_path / 'nowhere'), str(dst)]) == 2
 
 

@@ -26,7 +26,8 @@ The output keeps each video's path relative to SRC (extension ``.mp4``) and writ
     of every prepared video; the datasets read frame counts from it instead of opening files;
   * for annotation layouts, one list per annotation file, ``DST/<name>.csv`` with the same
     columns, ready for ``timm-inti-train --data-dir DST --train-split train.csv --val-split ...``;
-  * ``DST/prepare_report.csv``: every source that could not be prepared, with its reason.
+  * ``DST/prepare_report.csv``: every source that could not be prepared, with its reason;
+  * ``DST/prepare_settings.json``: the settings, which a rerun must repeat to resume.
 
 Runs in parallel over ``-j`` processes with a progress bar (plain log lines when stderr is
 not a terminal). It can be stopped at any time and run again: finished videos are skipped,
@@ -36,6 +37,7 @@ exit status is 1 for them only with ``--strict``.
 """
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -49,7 +51,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..cli import CommandError, UsageError, add_debug_argument, command, non_negative_int, positive_int
-from ..files import atomic_path, write_csv
+from ..files import atomic_path, write_csv, write_json
 from .decode import VIDEO_EXTENSIONS, VideoDecodeError
 
 __all__ = ['Job', 'find_jobs', 'prepare_video', 'read_manifest', 'main', 'DEFAULT_SHORT_SIDE', 'DEFAULT_GOP']
@@ -69,6 +71,7 @@ DEFAULT_CRF = 23
 SPLIT_NAMES = ('train', 'val', 'validation', 'test')
 MANIFEST = 'manifest.csv'
 REPORT = 'prepare_report.csv'
+SETTINGS = 'prepare_settings.json'
 MANIFEST_COLUMNS = ['path', 'label', 'split', 'frames', 'fps', 'width', 'height']
 LIST_COLUMNS = ['path', 'label', 'frames', 'fps', 'width', 'height']
 
@@ -463,6 +466,16 @@ def main(argv=None) -> int:
     jobs = list(outputs.values())
     dst.mkdir(parents=True, exist_ok=True)
     options = Options(args.short_side, args.max_fps, args.gop, args.crf, args.preset, args.tune)
+    settings = dst / SETTINGS
+    if settings.is_file():  # a rerun resumes: it must not mix videos prepared two ways
+        before = json.loads(settings.read_text())
+        if before != dataclasses.asdict(options):
+            changed = ', '.join(f'{k} {before.get(k)!r} -> {v!r}' for k, v in dataclasses.asdict(options).items()
+                                if before.get(k) != v)
+            raise UsageError(f'{dst} was prepared with other settings ({changed}): use a new output folder, '
+                             f'or the same settings to resume')
+    else:
+        write_json(settings, dataclasses.asdict(options))
     _say(f'{PROG}: {len(jobs)} videos ({layout}) from {src} to {dst}: short side {options.short_side or "kept"}, '
                  f'keyframe every {options.gop} frames, {args.workers} processes')
 
