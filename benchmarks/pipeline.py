@@ -97,7 +97,7 @@ def machine() -> str:
             f'{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC')
 
 
-def rate(fn: Callable[[], int], reps: int) -> float:
+def rate(fn: Callable[[], int], reps: int) -> float:  # the model's speed
     """Items per second of ``fn`` (which returns how many items it made), over ``reps`` calls after one warm-up."""
     fn()
     start, count = time.perf_counter(), 0
@@ -139,11 +139,13 @@ def prepare_all(paths: List[Path], folder: Path, options: Options) -> (List[Path
     out, seconds, video_seconds = [], 0.0, 0.0
     for path in paths:
         target = folder / f'{path.stem}.mp4'
+        took = target.with_suffix('.seconds')  # a reused --work folder keeps the measured prepare time
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             t = time.perf_counter()
             prepare_video(str(path), target, options)
-            seconds += time.perf_counter() - t
+            write_text(took, str(time.perf_counter() - t))
+        seconds += float(took.read_text()) if took.exists() else float('nan')
         info = probe(path)
         video_seconds += info.num_frames / info.fps
         out.append(target)
@@ -187,38 +189,43 @@ def jpeg_frame_count(path: Path) -> int:
 
 # ----------------------------------------------------------------------------------------- measures
 
-def per_core(paths: List[Path], transform, frames: int, reps: int, read=None, count=None) -> Dict[str, float]:
-    """Decode, transform and both, in training clips/s of one core; both with 2 clips per decoded video."""
-    read = read or (lambda p, idx: read_frames(p, idx)[0])
-    count = count or (lambda p: probe(p).num_frames)
-    lengths = {p: count(p) for p in paths}
-    next_path = cycle(paths)
+class Entry:
+    """Files in one form, and how to read frames from them (default: ``read_frames``)."""
 
-    def decode():
-        path = next_path()
-        read(path, sample_indices(lengths[path], frames, train=True).tolist())
-        return 1
+    def __init__(self, key, paths: List[Path], read=None, count=None):
+        self.key, self.paths = key, list(paths)
+        self.read = read or (lambda p, idx: read_frames(p, idx)[0])
+        count = count or (lambda p: probe(p).num_frames)
+        self.lengths = {p: count(p) for p in self.paths}
 
-    decoded = [read(p, sample_indices(lengths[p], frames, train=True).tolist()) for p in paths]
-    next_frames = cycle(decoded)
 
-    def transform_only():
-        transform(next_frames())
-        return 1
+def per_core(entries: List[Entry], transform, frames: int, rounds: int) -> Dict[object, Dict[str, float]]:
+    """Decode, transform and both, in training clips/s of one core; both_k2 with 2 clips per decoded video.
 
-    def both(k):
-        def run():
-            path = next_path()
-            idx = torch.cat([sample_indices(lengths[path], frames, train=True) for _ in range(k)]).tolist()
-            clips = read(path, idx).split(frames)
-            for clip in clips:
-                transform(clip)
-            return k
-        return run
-
-    n = reps * len(paths)
-    return dict(decode=rate(decode, n), transform=rate(transform_only, n), both=rate(both(1), n),
-                both_k2=rate(both(2), n))
+    Interleaved: every round times one call of each measurement on each entry's every file,
+    so load from elsewhere on the machine hits all forms alike; clips/s = 1 / median time per clip.
+    """
+    times = {e.key: {k: [] for k in ('decode', 'transform', 'both', 'both_k2')} for e in entries}
+    decoded = {(e.key, p): e.read(p, sample_indices(e.lengths[p], frames, train=True).tolist())
+               for e in entries for p in e.paths}  # also the warm-up
+    for _ in range(rounds):
+        for e in entries:
+            for p in e.paths:
+                n = e.lengths[p]
+                t0 = time.perf_counter()
+                e.read(p, sample_indices(n, frames, train=True).tolist())
+                t1 = time.perf_counter()
+                transform(decoded[e.key, p])
+                t2 = time.perf_counter()
+                transform(e.read(p, sample_indices(n, frames, train=True).tolist()))
+                t3 = time.perf_counter()
+                idx = torch.cat([sample_indices(n, frames, train=True) for _ in range(2)]).tolist()
+                for clip in e.read(p, idx).split(frames):
+                    transform(clip)
+                t4 = time.perf_counter()
+                for key, dt in (('decode', t1 - t0), ('transform', t2 - t1), ('both', t3 - t2), ('both_k2', (t4 - t3) / 2)):
+                    times[e.key][key].append(dt)
+    return {key: {k: 1 / statistics.median(v) for k, v in kinds.items()} for key, kinds in times.items()}
 
 
 def loader_rate(paths, transform, frames, workers, batch, batches, num_samples=1, model=None, device='cpu'):
@@ -326,7 +333,7 @@ def storage_table(args, corpus, work, transform) -> List[Dict]:
     if not args.quick:
         variants.append(('H.264 short side 320, keyframe every 16, fastdecode', 320, 16, 'fastdecode'))
     variants.append((f'JPEG frames (q90) in one tar, short side {side}', side, 'jpeg', ''))
-    rows = []
+    entries, built = [], {}
     for name, short_side, gop, tune in variants:
         prepare_s = 0.0
         read = count = None
@@ -334,21 +341,28 @@ def storage_table(args, corpus, work, transform) -> List[Dict]:
             path = source
         elif gop == 'jpeg':
             path = work / 'storage' / f'{source.stem}_jpeg{short_side}.tar'
+            took = path.with_suffix('.seconds')
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 t = time.perf_counter()
                 write_jpeg_tar(source, path, short_side)
-                prepare_s = time.perf_counter() - t
+                write_text(took, str(time.perf_counter() - t))
+            prepare_s = float(took.read_text()) if took.exists() else float('nan')
             read, count = read_jpeg_tar, jpeg_frame_count
         else:
             folder = work / 'storage' / f's{short_side}_g{gop}{tune}'
             (path,), per_second = prepare_all([source], folder, Options(short_side, 0.0, gop, tune=tune))
             prepare_s = per_second * minutes * 60
-        speeds = per_core([path], transform, args.frames, max(3, 2 * args.reps), read, count)
+        entries.append(Entry(name, [path], read, count))
+        built[name] = (path, prepare_s)
+    speeds = per_core(entries, transform, args.frames, max(3, 2 * args.reps))
+    rows = []
+    for name, _, _, _ in variants:
+        path, prepare_s = built[name]
         rows.append(dict(storage=name, mb_per_minute=path.stat().st_size / 1e6 / minutes,
                          prepare_x_realtime=(minutes * 60 / prepare_s) if prepare_s else float('nan'),
-                         decode_clips_s=speeds['decode'], train_clips_s=speeds['both'],
-                         train_clips_s_k2=speeds['both_k2']))
+                         decode_clips_s=speeds[name]['decode'], train_clips_s=speeds[name]['both'],
+                         train_clips_s_k2=speeds[name]['both_k2']))
         print(f'storage: {name}: {rows[-1]}', file=sys.stderr)
     return rows
 
@@ -381,10 +395,14 @@ def main(argv=None) -> int:
 
     # 2. per core, per source
     per_source = []
+    stages = ('source', f'prepared ({side}, keyframe every {DEFAULT_GOP})')
+    entries = [Entry((name, stage), files) for name, paths in corpus.items()
+               for stage, files in zip(stages, (paths, prepared[name]))]
+    measured = per_core(entries, train_tf, args.frames, args.reps)
     for name, paths in corpus.items():
-        for stage, files in (('source', paths), (f'prepared ({side}, keyframe every {DEFAULT_GOP})', prepared[name])):
+        for stage, files in zip(stages, (paths, prepared[name])):
             info = probe(files[0])
-            speeds = per_core(files, train_tf, args.frames, args.reps)
+            speeds = measured[name, stage]
             per_source.append(dict(
                 video=name, files=stage, size=f'{info.width}x{info.height}',
                 mb=sum(p.stat().st_size for p in files) / 1e6, decode=speeds['decode'], transform=speeds['transform'],
