@@ -137,10 +137,11 @@ def test_cutmix_cuts_the_same_box_from_every_frame():
         assert torch.equal(mixed[0, :, t] == 1, box.expand(3, 16, 16)), 'the same box on every frame'
 
 
-def test_repeated_sampling_visits_every_video_once_per_epoch(data_dir, tmp_path):
+@pytest.mark.parametrize('shared', [[], ['--shared-frames']])
+def test_repeated_sampling_visits_every_video_once_per_epoch(data_dir, tmp_path, shared):
     """-b counts clips: 8 videos, -b 4 and 2 clips per video make 4 steps of 2 videos, 16 clips an epoch."""
     args = ['--data-dir', str(data_dir), *TINY, '-b', '4', '--num-samples', '2', '--epochs', '1', '--val-split', '',
-            '--output', str(tmp_path), '--experiment', 'k2']
+            '--output', str(tmp_path), '--experiment', 'k2', *shared]
     assert main(args) == 0
     assert int(summary(tmp_path / 'k2')[0]['train_samples']) == 16
     assert torch.load(tmp_path / 'k2' / 'last.pth.tar', map_location='cpu', weights_only=True)['step'] == 4

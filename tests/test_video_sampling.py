@@ -96,3 +96,19 @@ def test_repeated_sampling_is_for_training_only(tmp_path):
         VideoDataset([('x.mp4', 0)], ['a'], lambda f: f, num_frames=4, train=False, num_samples=2)
     with pytest.raises(ValueError, match='num_samples'):
         VideoDataset([('x.mp4', 0)], ['a'], lambda f: f, num_frames=4, train=True, num_samples=0)
+
+
+def test_shared_frames_decode_once_and_differ_in_crop_only(tmp_path):
+    from conftest import frame_id
+    calls = []
+
+    def transform(frames):
+        calls.append(len(frames))
+        return frames.permute(3, 0, 1, 2).float() / 255
+
+    dataset = _dataset(tmp_path, 3, transform)
+    dataset.shared_frames = True
+    clips, _, _ = dataset[0]
+    assert clips.shape == (3, 3, 4, 48, 64) and calls == [4, 4, 4]
+    ids = [[frame_id(clip[:, t]) for t in range(4)] for clip in clips]
+    assert ids[0] == ids[1] == ids[2] and [i // 20 for i in ids[0]] == [0, 1, 2, 3]

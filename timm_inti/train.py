@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
                        help='repeated sampling: K training clips (own frames, own crop) from each decoded video, '
                             'which divides the decoding work per clip by K; -b still counts clips, so a step '
                             'takes -b/K videos, and an epoch still visits every video once')
+    group.add_argument('--shared-frames', action='store_true',
+                       help='with --num-samples: the K clips share their frames and differ in crop and flip only '
+                            '(VideoMAE\'s repeated augmentation): one decode for K clips, also from files with '
+                            'short keyframe intervals, where own frames cost a decode each')
     group.add_argument('--bad-files', default='replace', choices=('skip', 'replace'),
                        help='a training video that cannot be decoded: replace it by the next one, or skip it '
                             '(evaluation always skips); each is reported once and counted')
@@ -302,7 +306,8 @@ def main(argv=None) -> int:
     train_set, val_set = create_video_datasets(
         args.data_dir, data_config, num_frames=args.num_frames, train_split=args.train_split,
         val_split=args.val_split, test_clips=args.test_clips, test_crops=args.test_crops, stride=args.stride,
-        bad_files=args.bad_files, eval_only=args.eval_only, num_samples=args.num_samples)
+        bad_files=args.bad_files, eval_only=args.eval_only, num_samples=args.num_samples,
+        shared_frames=args.shared_frames)
     label_names = (val_set if args.eval_only else train_set).classes
     num_classes = args.num_classes or len(label_names)
     model_kwargs['num_classes'] = num_classes

@@ -51,9 +51,13 @@ class VideoDataset(torch.utils.data.Dataset):
         stride: Dense sampling with this frame stride; segment (TSN) sampling when None.
         bad_files: 'skip' or 'replace' a video that cannot be decoded.
         backend: Decoding backend ('pyav', 'torchcodec'; default: the first available).
-        num_samples: Training only: clips per decoded video (repeated sampling, as VideoMAE's
-            ``num_sample``): each has its own frames and its own crop, the item's clip is
-            (num_samples, C, T, H, W), and the decode cost per clip drops num_samples-fold.
+        num_samples: Training only: clips per decoded video (repeated sampling): the item's clip is
+            (num_samples, C, T, H, W), each with its own crop and flip and, unless
+            ``shared_frames``, its own frames (own offsets in the segments, or own windows).
+            Own frames cost a decode each where the reader seeks (short keyframe intervals);
+            the open, the probe and any decoding of the frames in between are shared.
+        shared_frames: The num_samples clips share one set of frames and differ in crop and
+            flip only, as VideoMAE's repeated augmentation: one decode for all of them.
         frame_counts: {absolute path: frame count} from a ``timm-inti-prepare`` manifest.
     """
 
@@ -70,6 +74,7 @@ class VideoDataset(torch.utils.data.Dataset):
             backend: Optional[str] = None,
             num_samples: int = 1,
             frame_counts: Optional[Dict[str, int]] = None,
+            shared_frames: bool = False,
     ):
         if num_samples < 1 or (num_samples > 1 and not train):
             raise ValueError(f'num_samples (clips per video) must be positive and is for training, got {num_samples}')
@@ -87,6 +92,7 @@ class VideoDataset(torch.utils.data.Dataset):
         self.bad_files = bad_files
         self.backend = backend
         self.num_samples = num_samples
+        self.shared_frames = shared_frames
         self.frame_counts = dict(frame_counts or {})
 
     def __len__(self) -> int:
@@ -97,9 +103,10 @@ class VideoDataset(torch.utils.data.Dataset):
         return [label for _, label in self.samples]
 
     def _indices(self, info: VideoInfo) -> List[int]:
-        if self.num_samples > 1:  # one decode, K clips with their own frames
-            return torch.cat([sample_indices(info.num_frames, self.num_frames, True, stride=self.stride)
-                              for _ in range(self.num_samples)]).tolist()
+        if self.num_samples > 1:  # one decode, K clips (the reader decodes a repeated frame once)
+            draws = 1 if self.shared_frames else self.num_samples
+            clips = [sample_indices(info.num_frames, self.num_frames, True, stride=self.stride) for _ in range(draws)]
+            return torch.cat(clips * (self.num_samples // draws)).tolist()
         indices = sample_indices(info.num_frames, self.num_frames, self.train, self.num_clips, self.stride)
         return indices.flatten().tolist()
 
@@ -269,6 +276,7 @@ def create_video_datasets(
         ratio: Tuple[float, float] = (3 / 4, 4 / 3),
         hflip: float = 0.5,
         num_samples: int = 1,
+        shared_frames: bool = False,
 ) -> Tuple[Optional[VideoDataset], Optional[VideoDataset]]:
     """The training and validation datasets of a data folder, ready for a DataLoader with ``collate_videos``.
 
@@ -277,7 +285,8 @@ def create_video_datasets(
     takes the training split's classes. ``eval_only`` builds the validation split alone;
     an empty ``val_split`` builds none. ``bad_files`` is the training policy: evaluation
     always skips unreadable videos, since a stand-in would be counted twice in the metrics.
-    ``num_samples``: training clips per decoded video (repeated sampling). Videos prepared by
+    ``num_samples``: training clips per decoded video (repeated sampling; ``shared_frames``:
+    the same frames, own crops). Videos prepared by
     ``timm-inti-prepare`` take their frame counts from its manifest.
     """
     common = dict(num_frames=num_frames, stride=stride, backend=backend)
@@ -285,6 +294,7 @@ def create_video_datasets(
     if not eval_only:
         train_set = _split_dataset(
             data_dir, train_split, train=True, bad_files=bad_files, num_samples=num_samples,
+            shared_frames=shared_frames,
             transform=create_video_transform(data_config, is_training=True, scale=scale, ratio=ratio, hflip=hflip),
             **common)
     val_set = None
