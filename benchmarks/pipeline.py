@@ -423,26 +423,27 @@ def main(argv=None) -> int:
     all_source = [p for paths in corpus.values() for p in paths]
     all_prepared = [p for paths in prepared.values() for p in paths]
     model = timm.create_model(args.model, num_classes=400, **model_kwargs).to(args.device).eval()
-    batches = 2 if args.quick else 6
     loaders = []
     for stage, files in (('source', all_source), ('prepared', all_prepared)):
+        batches = 2 if args.quick or stage == 'source' else 6  # sources are slow: fewer batches fit the time
         for workers in (0, 1, 2):
             row = dict(files=stage, workers=workers)
             row['train_k1'] = loader_rate(files, train_tf, args.frames, workers, 4, batches)
             row['train_k2'] = loader_rate(files, train_tf, args.frames, workers, 2, batches, num_samples=2)
             row['train_k2_shared'] = loader_rate(files, train_tf, args.frames, workers, 2, batches, num_samples=2,
                                                  shared_frames=True)
-            predict_batches = 1 if args.quick else 2
+            predict_batches = 1  # after the first (start-up) batch: the model dominates on a CPU
             row['predict'] = loader_rate(files, eval_tf, args.frames, workers, 2, predict_batches, model=model,
                                          device=args.device)
             loaders.append(row)
             print(f'loader: {row}', file=sys.stderr)
-    speeds = model_rates(args.model, args.frames, args.quick, args.device, 2 if args.quick else 3)  # one thread
+    model_reps = 3 if args.quick or args.device == 'cuda' else 1  # a full-size training step takes seconds on a CPU
+    speeds = model_rates(args.model, args.frames, args.quick, args.device, model_reps)  # one thread
     threads = os.cpu_count() or 1
     if args.device == 'cpu' and threads > 1:  # and every core (slow when other work shares the cores)
         torch.set_num_threads(threads)
         speeds.update({f'{k}_all': v for k, v in
-                       model_rates(args.model, args.frames, args.quick, args.device, 2 if args.quick else 3).items()})
+                       model_rates(args.model, args.frames, args.quick, args.device, model_reps).items()})
         torch.set_num_threads(1)
     gpu_decode = torchcodec_cuda_rate(all_source, args.frames, args.reps) if args.device == 'cuda' else None
 
@@ -476,7 +477,7 @@ def main(argv=None) -> int:
     target_k2s = min(r['both_k2_shared'] for r in per_source if r['files'] != 'source')
     gains = [r['train_k2'] / r['train_k1'] for r in loaders]
     gains_shared = [r['train_k2_shared'] / r['train_k1'] for r in loaders]
-    model_infer, model_train = max(speeds['infer'], speeds.get('infer_all', 0)), max(speeds['train'], speeds.get('train_all', 0))
+    model_train = max(speeds['train'], speeds.get('train_all', 0))
     loader_best = max(r['train_k1'] for r in loaders if r['files'] == 'prepared')
     bound = 'the model' if model_train < loader_best else 'the loader'
     parts = [

@@ -39,11 +39,11 @@ exit status is 1 for them only with ``--strict``.
 import argparse
 import csv
 import dataclasses
+import errno
 import json
 import math
 import multiprocessing
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -355,7 +355,7 @@ def _run_job(job: Job, dst: Path, options: Options):
     except VideoDecodeError as e:
         return None, e.reason, False
     except OSError as e:
-        if getattr(e, 'errno', None) in (28, 122):  # ENOSPC, EDQUOT: every later file would fail too
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # every later file would fail too
             raise
         return None, f'{type(e).__name__}: {e}', False
 
