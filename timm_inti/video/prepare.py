@@ -10,7 +10,7 @@ prepared 360p-1080p source decodes several times faster, and short groups of pic
 let segment sampling seek instead of decoding every frame in between.
 
 Source layouts (``--annotations`` names the annotation files; without it they are looked
-for in SRC):
+for in SRC, SRC/annotations and SRC/labels):
 
   * class folders: ``SRC/<class>/<video>`` or ``SRC/<split>/<class>/<video>``
     (split one of train, val, validation, test): the output keeps the folders;
@@ -202,9 +202,9 @@ def _list_jobs(src: Path, list_file: Path) -> List[Job]:
 
 
 def _find_annotations(src: Path) -> List[Path]:
-    """Annotation files in SRC or SRC/annotations: SSv2 JSON lists, Kinetics CSVs."""
+    """Annotation files in SRC, SRC/annotations or SRC/labels: SSv2 JSON lists, Kinetics CSVs."""
     found = []
-    for folder in (src, src / 'annotations'):
+    for folder in (src, src / 'annotations', src / 'labels'):
         if not folder.is_dir():
             continue
         if (folder / 'labels.json').is_file():
@@ -430,8 +430,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('dst', type=Path, metavar='DST', help='the output folder (created; a rerun resumes)')
     parser.add_argument('--annotations', type=Path, nargs='+', default=(),
                         help='annotation files: "path label" lists, CSVs, Kinetics CSVs, SSv2 train/validation '
-                             'JSON (default: labels.json + JSON lists or Kinetics CSVs in SRC or SRC/annotations, '
-                             'else class folders)')
+                             'JSON (default: labels.json + JSON lists or Kinetics CSVs in SRC, SRC/annotations or '
+                             'SRC/labels, else class folders)')
     parser.add_argument('--short-side', type=non_negative_int, default=DEFAULT_SHORT_SIDE,
                         help='scale videos down to this short side in pixels (0: keep the size)')
     parser.add_argument('--max-fps', type=float, default=0.0, help='cap the frame rate (0: keep it)')
