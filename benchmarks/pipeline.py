@@ -178,7 +178,7 @@ def read_jpeg_tar(path: Path, indices) -> torch.Tensor:
         wanted = {}
         for i in sorted(set(indices)):
             with Image.open(tar.extractfile(names[i])) as image:
-                wanted[i] = torch.from_numpy(np.asarray(image.convert('RGB')))
+                wanted[i] = torch.from_numpy(np.array(image.convert('RGB')))
     return torch.stack([wanted[i] for i in indices])
 
 
