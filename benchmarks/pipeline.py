@@ -452,6 +452,7 @@ def main(argv=None) -> int:
     per_core_k1 = statistics.mean(r['both'] for r in per_source if r['files'] != 'source')
     per_core_k2 = statistics.mean(r['both_k2'] for r in per_source if r['files'] != 'source')
     per_core_src = statistics.mean(r['both'] for r in per_source if r['files'] == 'source')
+    per_core_k2s = statistics.mean(r['both_k2_shared'] for r in per_source if r['files'] != 'source')
     variants = [(f'{args.model} (naive: no InTI)', args.model, dict(model_kwargs, inti_after=())),
                 (args.model, args.model, model_kwargs)]
     if not args.quick and args.model == 'inti_vit_b16':
@@ -463,16 +464,16 @@ def main(argv=None) -> int:
         extrapolation.append(dict(
             model=label, train_gflop_per_clip=train_gflop, gpu_clips_s=gpu,
             source_cpu_clips_s=args.cores * per_core_src, prepared_cpu_clips_s=args.cores * per_core_k1,
-            prepared_k2_cpu_clips_s=args.cores * per_core_k2,
+            prepared_k2_cpu_clips_s=args.cores * per_core_k2, prepared_k2_shared_cpu_clips_s=args.cores * per_core_k2s,
             bound_source='decoder' if args.cores * per_core_src < gpu else 'GPU',
-            bound_prepared_k2='decoder' if args.cores * per_core_k2 < gpu else 'GPU'))
+            bound_prepared_k2_shared='decoder' if args.cores * per_core_k2s < gpu else 'GPU'))
 
     # output
     fmt = {k: '.1f' for k in ('mb_per_minute', 'prepare_x_realtime', 'decode_clips_s', 'train_clips_s',
                               'train_clips_s_k2', 'train_clips_s_k2_shared', 'mb', 'both_k2_shared', 'train_k2_shared',
                               'decode', 'transform', 'both', 'both_k2', 'train_k1',
                               'train_k2', 'predict', 'train_gflop_per_clip', 'gpu_clips_s', 'source_cpu_clips_s',
-                              'prepared_cpu_clips_s', 'prepared_k2_cpu_clips_s')}
+                              'prepared_cpu_clips_s', 'prepared_k2_cpu_clips_s', 'prepared_k2_shared_cpu_clips_s')}
     target_k2 = min(r['both_k2'] for r in per_source if r['files'] != 'source')
     target_k2s = min(r['both_k2_shared'] for r in per_source if r['files'] != 'source')
     gains = [r['train_k2'] / r['train_k1'] for r in loaders]
@@ -518,7 +519,8 @@ def main(argv=None) -> int:
     parts += [f'## Extrapolation to {args.cores} cores and one GPU\n',
               f'**An extrapolation from FLOPs, not a measurement**: GPU clips/s = {args.gpu_tflops:.0f} TFLOP/s '
               f'(assumed sustained bf16) / training GFLOP per clip (6 x the forward multiply-accumulates); CPU clips/s '
-              f'= {args.cores} x the mean per-core training clips/s above (sources: before prepare). To be replaced '
+              f'= {args.cores} x the mean per-core training clips/s above (source: before prepare; k2: --num-samples 2; '
+              'shared: and --shared-frames). To be replaced '
               'by measured figures (benchmarks/gpu.sh) when a GPU is at hand.\n',
               table(extrapolation, list(extrapolation[0]), fmt), '']
     report = '\n'.join(parts)
