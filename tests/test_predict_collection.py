@@ -13,7 +13,7 @@ import torch
 
 from conftest import TINY_KWARGS, write_video
 from timm_inti.cli import UsageError
-from timm_inti.predict import expand_inputs, main, read_records
+from timm_inti.predict import expand_inputs, main, manifest_frame_counts, read_records
 
 NUM_GOOD = 36
 
@@ -69,6 +69,10 @@ def test_inputs_are_folders_globs_and_lists(collection, tmp_path):
         'path,label,frames,fps,width,height\nvideos/group0/00.mp4,a,8,25,32,32\nvideos/group2/02.mp4,b,10,25,32,32\n')
     assert expand_inputs([str(tmp_path / 'sub' / 'manifest.csv')]) == [
         str(tmp_path / 'sub' / 'videos' / 'group0' / '00.mp4'), str(tmp_path / 'sub' / 'videos' / 'group2' / '02.mp4')]
+    assert manifest_frame_counts([str(tmp_path / 'sub' / 'manifest.csv'), str(tmp_path / 'list.txt')]) == {
+        str(tmp_path / 'sub' / 'videos' / 'group0' / '00.mp4'): 8, str(tmp_path / 'sub' / 'videos' / 'group2' / '02.mp4'): 10}
+    assert len(manifest_frame_counts([str(tmp_path / 'sub')])) == 2, 'a folder with a manifest.csv'
+    assert manifest_frame_counts([str(tmp_path / 'sub' / 'videos')]) == {}, 'a folder without one'
     (tmp_path / 'list.jsonl').write_text(json.dumps(dict(path=collection['good'][5])) + '\n')
     assert expand_inputs([str(tmp_path / 'list.jsonl')]) == [collection['good'][5]]
     (tmp_path / 'nopath.csv').write_text('file,label\na.mp4,x\n')

@@ -53,7 +53,7 @@ import torch
 
 from .cli import UsageError, add_debug_argument, command, non_negative_int, positive_float, positive_int
 
-__all__ = ['main', 'parse_args', 'run', 'build_model', 'expand_inputs', 'read_records']
+__all__ = ['main', 'parse_args', 'run', 'build_model', 'expand_inputs', 'manifest_frame_counts', 'read_records']
 
 PROG = 'timm-inti-predict'
 LIST_SUFFIXES = ('.txt', '.csv', '.jsonl', '.lst')
@@ -112,40 +112,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _read_lines(path: str, what: str) -> List[str]:
+    from timm_inti.checkpoints import read_label_file
     try:
-        with open(path) as f:
-            names = [line.strip() for line in f if line.strip()]
-    except OSError as e:
-        raise PredictError(f'cannot read the {what} file {path}: {e.strerror}') from e
-    except UnicodeDecodeError as e:
-        raise PredictError(f'the {what} file {path} is not a text file ({e.reason} at byte {e.start})') from e
-    if not names:
-        raise PredictError(f'the {what} file {path} holds no names')
-    return names
+        return read_label_file(path, what)
+    except (OSError, ValueError) as e:
+        raise PredictError(str(e)) from e
 
 
 def build_model(args):
     """The model, its label names (or None), from --model / --checkpoint."""
-    from timm_inti.hub import read_checkpoint  # importing timm_inti registers the models
+    from timm_inti.checkpoints import create_model, create_model_from_checkpoint
     kwargs = dict(getattr(args, 'model_kwargs', None) or {})
     kwargs.update({} if args.num_frames is None else dict(num_frames=args.num_frames))
     if args.checkpoint is None:
-        model = timm.create_model(args.model, pretrained=True, **kwargs)
+        model = create_model(args.model, pretrained=True, **kwargs)
         return model, model.pretrained_cfg.get('label_names')
-    checkpoint = read_checkpoint(args.checkpoint)
-    if isinstance(checkpoint, dict) and 'arch' in checkpoint and 'state_dict' in checkpoint:  # timm-inti-train
-        state_dict = checkpoint['state_dict_ema'] if args.use_ema and checkpoint.get('state_dict_ema') else checkpoint['state_dict']
-        model = timm.create_model(checkpoint['arch'], **dict(checkpoint.get('model_args') or {}, **kwargs))
-        model.load_state_dict(timm.models.clean_state_dict(state_dict))
-        return model, checkpoint.get('label_names')
-    state_dict = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else checkpoint
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise PredictError(f'{args.checkpoint} holds no state dict')
-    if 'head.weight' in state_dict:
-        kwargs['num_classes'] = state_dict['head.weight'].shape[0]
-    model = timm.create_model(
-        args.model, pretrained=True, pretrained_cfg_overlay=dict(state_dict=state_dict, file=args.checkpoint), **kwargs)
-    return model, None
+    return create_model_from_checkpoint(args.checkpoint, args.model, use_ema=args.use_ema, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,6 +203,23 @@ def expand_inputs(items: Iterable[str]) -> List[str]:
                 raise UsageError(f'no video files match {item}')
         videos.extend(found)
     return list(dict.fromkeys(videos))
+
+
+def manifest_frame_counts(items: Iterable[str]) -> Dict[str, int]:
+    """{absolute path: frame count} from the ``timm-inti-prepare`` manifests among the inputs (a manifest
+    CSV, or a folder holding ``manifest.csv``), so that prepared videos are not probed for their length."""
+    import csv
+    from timm_inti.video.prepare import MANIFEST, read_manifest
+    counts = {}
+    for item in items:
+        manifest = os.path.join(item, MANIFEST) if os.path.isdir(item) else item
+        if not (manifest.lower().endswith('.csv') and os.path.isfile(manifest)):
+            continue
+        with open(manifest, newline='') as f:
+            columns = set(csv.DictReader(f).fieldnames or [])
+        if {'path', 'frames', 'fps', 'width', 'height'} <= columns:
+            counts.update({path: row['frames'] for path, row in read_manifest(manifest).items()})
+    return counts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -606,7 +605,7 @@ def run(args: argparse.Namespace) -> dict:
     transform = create_video_transform(timm.data.resolve_input_data_config(model), is_training=False,
                                        num_crops=args.crops)
     dataset = VideoPaths(mine, transform=transform, num_frames=num_frames, num_clips=args.clips,
-                         stride=args.stride, backend=args.backend)
+                         stride=args.stride, backend=args.backend, frame_counts=manifest_frame_counts(args.videos))
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_videos,
         pin_memory=device.type == 'cuda', persistent_workers=False)

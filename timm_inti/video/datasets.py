@@ -25,9 +25,10 @@ import os
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
-from timm.data.readers.reader_image_folder import find_images_and_targets
+from timm.data.readers.reader_image_folder import find_images_and_targets, natural_key
 
 from .decode import VIDEO_EXTENSIONS, VideoDecodeError, VideoInfo, read_frames
+from .prepare import MANIFEST, read_manifest
 from .sampling import sample_indices
 from .transforms import create_video_transform
 
@@ -54,6 +55,14 @@ class VideoDataset(torch.utils.data.Dataset):
         stride: Dense sampling with this frame stride; segment (TSN) sampling when None.
         bad_files: 'skip' or 'replace' a video that cannot be decoded.
         backend: Decoding backend ('pyav', 'torchcodec'; default: the first available).
+        num_samples: Training only: clips per decoded video (repeated sampling): the item's clip is
+            (num_samples, C, T, H, W), each with its own crop and flip and, unless
+            ``shared_frames``, its own frames (own offsets in the segments, or own windows).
+            Own frames cost a decode each where the reader seeks (short keyframe intervals);
+            the open, the probe and any decoding of the frames in between are shared.
+        shared_frames: The num_samples clips share one set of frames and differ in crop and
+            flip only, as VideoMAE's repeated augmentation: one decode for all of them.
+        frame_counts: {absolute path: frame count} from a ``timm-inti-prepare`` manifest.
     """
 
     def __init__(
@@ -67,7 +76,12 @@ class VideoDataset(torch.utils.data.Dataset):
             stride: Optional[int] = None,
             bad_files: str = 'skip',
             backend: Optional[str] = None,
+            num_samples: int = 1,
+            frame_counts: Optional[Dict[str, int]] = None,
+            shared_frames: bool = False,
     ):
+        if num_samples < 1 or (num_samples > 1 and not train):
+            raise ValueError(f'num_samples (clips per video) must be positive and is for training, got {num_samples}')
         if bad_files not in BAD_FILE_POLICIES:
             raise ValueError(f'bad_files must be one of {BAD_FILE_POLICIES}, got {bad_files!r}')
         if train and num_clips != 1:
@@ -81,6 +95,9 @@ class VideoDataset(torch.utils.data.Dataset):
         self.stride = stride
         self.bad_files = bad_files
         self.backend = backend
+        self.num_samples = num_samples
+        self.shared_frames = shared_frames
+        self.frame_counts = dict(frame_counts or {})
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -90,13 +107,20 @@ class VideoDataset(torch.utils.data.Dataset):
         return [label for _, label in self.samples]
 
     def _indices(self, info: VideoInfo) -> List[int]:
+        if self.num_samples > 1:  # one decode, K clips (the reader decodes a repeated frame once)
+            draws = 1 if self.shared_frames else self.num_samples
+            clips = [sample_indices(info.num_frames, self.num_frames, True, stride=self.stride) for _ in range(draws)]
+            return torch.cat(clips * (self.num_samples // draws)).tolist()
         indices = sample_indices(info.num_frames, self.num_frames, self.train, self.num_clips, self.stride)
         return indices.flatten().tolist()
 
     def load(self, path: str) -> torch.Tensor:
-        """Decode, sample and transform one video: a training clip (C, T, H, W) or evaluation views
-        (V, C, T, H, W) (raises ``VideoDecodeError``)."""
-        frames, _ = read_frames(path, self._indices, backend=self.backend)
+        """Decode, sample and transform one video: a training clip (C, T, H, W) (num_samples of them,
+        (K, C, T, H, W), with repeated sampling) or evaluation views (V, C, T, H, W) (raises ``VideoDecodeError``)."""
+        frames, _ = read_frames(path, self._indices, backend=self.backend,
+                                num_frames=self.frame_counts.get(os.path.abspath(path)))
+        if self.train and self.num_samples > 1:
+            return torch.stack([self.transform(clip) for clip in frames.split(self.num_frames)])  # own crops
         if self.train:
             return self.transform(frames)
         # each temporal clip gives its crops (crops, C, T, H, W); clip-major
@@ -124,13 +148,44 @@ class VideoFolder(VideoDataset):
     def __init__(self, root: str, class_to_idx: Optional[Dict[str, int]] = None, **kwargs):
         if not os.path.isdir(root):
             raise FileNotFoundError(f'video folder {root} does not exist')
-        samples, class_to_idx = find_images_and_targets(root, types=VIDEO_EXTENSIONS, class_to_idx=class_to_idx)
-        if not samples:
+        files, _ = find_images_and_targets(root, types=VIDEO_EXTENSIONS)
+        if not files:
             raise FileNotFoundError(f'no videos ({", ".join(VIDEO_EXTENSIONS)}) in class folders under {root}')
+        # the class is the folder right below root, however deep the video (timm's walk names it after the
+        # innermost folder, which would merge root/a/part1 and root/b/part1); '' for a video in root itself
+        names = [os.path.normpath(os.path.relpath(path, root)).split(os.sep) for path, _ in files]
+        names = [parts[0] if len(parts) > 1 else '' for parts in names]
+        found = {name: i for i, name in enumerate(sorted(set(names), key=natural_key))}
+        samples = [(path, found[name]) for (path, _), name in zip(files, names)]
+        if '' in found:
+            loose = [os.path.basename(path) for path, target in samples if target == found['']]
+            raise ValueError(f'{root} holds {_some(loose)} outside any class folder: move each into '
+                             f'{root}/<class name>/')
+        if class_to_idx is None:
+            class_to_idx = found
+        else:  # another split's classes, in its order
+            name_of = {index: name for name, index in found.items()}
+            unknown = sorted(set(found) - set(class_to_idx))
+            if unknown:
+                files = [path for path, target in samples if name_of[target] in unknown]
+                known = _some(sorted(class_to_idx, key=class_to_idx.get), 'class', 'classes')
+                raise ValueError(f'{root}: {_some(unknown, "class", "classes")} not among the {known} of training '
+                                 f'({len(files)} videos, e.g. {files[0]}): a model cannot predict a class it was not '
+                                 f'trained on')
+            samples = [(path, class_to_idx[name_of[target]]) for path, target in samples]
         self.root = root
         self.class_to_idx = class_to_idx
         classes = sorted(class_to_idx, key=class_to_idx.get)
+        for manifest in (os.path.join(root, MANIFEST), os.path.join(os.path.dirname(os.path.normpath(root)), MANIFEST)):
+            if os.path.isfile(manifest) and 'frame_counts' not in kwargs:  # a timm-inti-prepare output
+                kwargs['frame_counts'] = {p: row['frames'] for p, row in read_manifest(manifest).items()}
+                break
         super().__init__(samples, classes, **kwargs)
+
+
+def _some(names: Sequence[str], one: str = 'video', many: str = 'videos', limit: int = 5) -> str:
+    shown = ', '.join(names[:limit]) + (f' and {len(names) - limit} more' if len(names) > limit else '')
+    return f'{len(names)} {one if len(names) == 1 else many} ({shown})'
 
 
 def _read_annotations(list_file: str) -> List[Tuple[str, str]]:
@@ -182,6 +237,11 @@ class VideoList(VideoDataset):
             raise ValueError(f'{list_file}: class indices must lie in [0, {len(classes)}), got {min(targets)}..{max(targets)}')
         self.root = root
         samples = [(os.path.join(root, path), target) for (path, _), target in zip(rows, targets)]
+        if list_file.endswith('.csv') and 'frame_counts' not in kwargs:  # a timm-inti-prepare list has frames
+            with open(list_file, newline='') as f:
+                has_frames = 'frames' in (csv.DictReader(f).fieldnames or [])
+            if has_frames:
+                kwargs['frame_counts'] = {p: row['frames'] for p, row in read_manifest(list_file, root).items()}
         super().__init__(samples, classes, **kwargs)
 
 
@@ -265,9 +325,12 @@ def create_video_datasets(
         bad_files: str = 'skip',
         eval_only: bool = False,
         backend: Optional[str] = None,
+        classes: Optional[Sequence[str]] = None,
         scale: Tuple[float, float] = (0.08, 1.0),
         ratio: Tuple[float, float] = (3 / 4, 4 / 3),
         hflip: float = 0.5,
+        num_samples: int = 1,
+        shared_frames: bool = False,
 ) -> Tuple[Optional[VideoDataset], Optional[VideoDataset]]:
     """The training and validation datasets of a data folder, ready for a DataLoader with ``collate_videos``.
 
@@ -276,18 +339,24 @@ def create_video_datasets(
     takes the training split's classes. ``eval_only`` builds the validation split alone;
     an empty ``val_split`` builds none. ``bad_files`` is the training policy: evaluation
     always skips unreadable videos, since a stand-in would be counted twice in the metrics.
+    ``classes`` (a model's class names, by index) labels the validation split when there is
+    no training split. ``num_samples``: training clips per decoded video (repeated
+    sampling; ``shared_frames``: the same frames, own crops). Videos prepared by
+    ``timm-inti-prepare`` take their frame counts from its manifest.
     """
     common = dict(num_frames=num_frames, stride=stride, backend=backend)
     train_set = None
     if not eval_only:
         train_set = _split_dataset(
-            data_dir, train_split, train=True, bad_files=bad_files,
+            data_dir, train_split, train=True, bad_files=bad_files, num_samples=num_samples,
+            shared_frames=shared_frames,
             transform=create_video_transform(data_config, is_training=True, scale=scale, ratio=ratio, hflip=hflip),
             **common)
     val_set = None
     if val_split:
         val_set = _split_dataset(
-            data_dir, val_split, classes=getattr(train_set, 'classes', None), train=False, num_clips=test_clips,
+            data_dir, val_split, classes=train_set.classes if train_set is not None else classes, train=False,
+            num_clips=test_clips,
             bad_files='skip',
             transform=create_video_transform(data_config, is_training=False, num_crops=test_crops), **common)
     return train_set, val_set
