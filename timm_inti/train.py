@@ -50,6 +50,7 @@ from .checkpoints import (
     resume_training,
 )
 from .cli import CommandError, UsageError, add_debug_argument, command, non_negative_int, positive_float, positive_int
+from .evaluate import view_probabilities
 from .files import pyplot, write_csv, write_json, write_png
 
 _logger = logging.getLogger('timm_inti.train')
@@ -183,18 +184,16 @@ def freeze_backbone(model) -> int:
 
 @torch.no_grad()
 def validate(model, loader, args, device, amp_autocast, progress, bad_log) -> Dict[str, float]:
-    """Top-1/top-5 and loss; clips with several views (B, V, C, T, H, W) average the views' probabilities."""
+    """Top-1/top-5 and loss of views (B, V, C, T, H, W): each video's probabilities averaged over its views."""
     model.eval()
     evaluator = ClassificationEvaluator(device=device, max_samples=evaluation_sample_limit(loader))
-    for clips, target, bad in progress(loader, desc='eval'):
+    for views, target, bad in progress(loader, desc='eval'):
         bad_log.update(bad)
-        if not len(clips):
+        if not len(views):
             continue
-        clips, target = clips.to(device), target.to(device)
-        views = clips.shape[1] if clips.ndim == 6 else 1
+        views, target = views.to(device), target.to(device)
         with amp_autocast():
-            logits = model(rearrange(clips, 'b v c t h w -> (b v) c t h w') if views > 1 else clips)
-        probs = rearrange(logits.float().softmax(dim=-1), '(b v) k -> b v k', v=views).mean(dim=1)
+            probs = view_probabilities(model, views)
         evaluator.update(probs.clamp_min(1e-12).log(), target)  # log of averaged probabilities = its own logits
     return dict(evaluator.compute(distributed=args.distributed))
 

@@ -6,8 +6,12 @@
     ``relative/path.mp4 label`` (label an index or a class name), or a CSV with ``path``
     and ``label`` columns. Paths are relative to ``root``.
 
-An item is ``(clip, label, bad)``: ``clip`` is (C, T, H, W), or (V, C, T, H, W) with several
-evaluation views (``num_clips`` temporal clips x ``num_crops`` spatial crops, clip-major);
+  * ``VideoPaths``: plain video paths without labels (``timm-inti-predict``); an item's
+    label is its position in the list.
+
+An item is ``(clip, label, bad)``: a training ``clip`` is (C, T, H, W); an evaluation one
+is always its views (V, C, T, H, W), V = ``num_clips`` temporal clips x ``num_crops`` spatial
+crops, clip-major, V = 1 included, so a batch of them is (B, V, C, T, H, W);
 ``bad`` lists the ``(path, reason)`` of videos that could not be decoded on the way.
 A video that cannot be decoded never raises inside a DataLoader worker. With
 ``bad_files='skip'`` its item has ``clip=None`` and ``collate_videos`` drops it from the
@@ -29,7 +33,7 @@ from .sampling import sample_indices
 from .transforms import create_video_transform
 
 __all__ = [
-    'VideoDataset', 'VideoFolder', 'VideoList', 'VideoBatch', 'BadVideoLog', 'collate_videos', 'create_video_datasets',
+    'VideoDataset', 'VideoFolder', 'VideoList', 'VideoPaths', 'VideoBatch', 'BadVideoLog', 'collate_videos', 'create_video_datasets',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -111,16 +115,17 @@ class VideoDataset(torch.utils.data.Dataset):
         return indices.flatten().tolist()
 
     def load(self, path: str) -> torch.Tensor:
-        """Decode, sample and transform one video (raises ``VideoDecodeError``)."""
+        """Decode, sample and transform one video: a training clip (C, T, H, W), K training clips
+        (K, C, T, H, W) with ``num_samples`` K > 1, or evaluation views (V, C, T, H, W)
+        (raises ``VideoDecodeError``)."""
         frames, _ = read_frames(path, self._indices, backend=self.backend,
                                 num_frames=self.frame_counts.get(os.path.abspath(path)))
         if self.train and self.num_samples > 1:
             return torch.stack([self.transform(clip) for clip in frames.split(self.num_frames)])  # own crops
         if self.train:
             return self.transform(frames)
-        clips = [self.transform(clip) for clip in frames.split(self.num_frames)]
-        views = torch.cat([c if c.ndim == 5 else c[None] for c in clips])  # (clips x crops, C, T, H, W)
-        return views if views.shape[0] > 1 else views[0]
+        # each temporal clip gives its crops (crops, C, T, H, W); clip-major
+        return torch.cat([self.transform(clip) for clip in frames.split(self.num_frames)])
 
     def __getitem__(self, index: int):
         bad = []
@@ -241,8 +246,30 @@ class VideoList(VideoDataset):
         super().__init__(samples, classes, **kwargs)
 
 
+class VideoPaths(VideoDataset):
+    """Video files without labels, for prediction: the label of item ``i`` is ``i``, its position.
+
+    Evaluation sampling and views (``train=False``); an unreadable file is skipped
+    (``clip=None``), so ``collate_videos`` drops it and the batch's ``bad`` names it. Over a
+    collection any failure of one file counts as unreadable, so that one odd file never
+    stops a run of millions.
+    """
+
+    def __init__(self, paths: Sequence[str], **kwargs):
+        super().__init__([(str(p), i) for i, p in enumerate(paths)], classes=[], train=False, bad_files='skip',
+                         **kwargs)
+
+    def load(self, path: str) -> torch.Tensor:
+        try:
+            return super().load(path)
+        except VideoDecodeError:
+            raise
+        except Exception as e:
+            raise VideoDecodeError(path, f'cannot be read ({type(e).__name__}: {e})') from e
+
+
 class VideoBatch(NamedTuple):
-    clips: torch.Tensor  # (B, C, T, H, W) or (B, V, C, T, H, W)
+    clips: torch.Tensor  # training (B, C, T, H, W); evaluation views (B, V, C, T, H, W)
     labels: torch.Tensor  # (B,)
     bad: Tuple[Tuple[str, str], ...]  # (path, reason) of videos that could not be decoded
 
