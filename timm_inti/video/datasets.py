@@ -115,8 +115,9 @@ class VideoDataset(torch.utils.data.Dataset):
         return indices.flatten().tolist()
 
     def load(self, path: str) -> torch.Tensor:
-        """Decode, sample and transform one video: a training clip (C, T, H, W) (num_samples of them,
-        (K, C, T, H, W), with repeated sampling) or evaluation views (V, C, T, H, W) (raises ``VideoDecodeError``)."""
+        """Decode, sample and transform one video: a training clip (C, T, H, W), K training clips
+        (K, C, T, H, W) with ``num_samples`` K > 1, or evaluation views (V, C, T, H, W)
+        (raises ``VideoDecodeError``)."""
         frames, _ = read_frames(path, self._indices, backend=self.backend,
                                 num_frames=self.frame_counts.get(os.path.abspath(path)))
         if self.train and self.num_samples > 1:
