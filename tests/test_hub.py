@@ -6,10 +6,11 @@ import pytest
 import safetensors.torch
 import timm
 import torch
+from conftest import TINY_KWARGS
 
 import timm_inti
 import timm_inti.hub
-from conftest import TINY_KWARGS
+from timm_inti.backbones import BACKBONES
 from timm_inti.hub import push_to_hub, read_checkpoint, save_pretrained
 
 
@@ -36,7 +37,8 @@ def test_save_then_local_dir_rebuilds_an_identical_model(tmp_path, kwargs, frame
     save_pretrained(model, tmp_path / 'out', label_names=labels)
     assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['README.md', 'config.json', 'model.safetensors']
     loaded = timm.create_model(f'local-dir:{tmp_path / "out"}', pretrained=True)
-    assert (loaded.num_frames, loaded.inti_after, loaded.num_classes) == (model.num_frames, model.inti_after, model.num_classes)
+    assert (loaded.num_frames, loaded.inti_after, loaded.num_classes) == \
+        (model.num_frames, model.inti_after, model.num_classes)
     assert loaded.pretrained_cfg.get('label_names') == labels
     assert outputs_equal(model, loaded, frames, size)
 
@@ -67,14 +69,21 @@ def clip_towers(tmp_path_factory):
     return paths
 
 
-@pytest.mark.parametrize('model_name', sorted(timm_inti.MODEL_ALIASES.values()))
+# the CLIP ViT-B/16 and ViT-L/14 variants, whose towers the fixture writes; tests/test_backbones.py loads the other families
+CLIP_MODELS = sorted(
+    long_name for b in ('vit_base_patch16_clip_224', 'vit_large_patch14_clip_224')
+    for long_name, _, _ in BACKBONES[b].model_names())
+
+
+@pytest.mark.parametrize('model_name', CLIP_MODELS)
 def test_every_pretrained_tag_loads_through_the_hub(model_name, clip_towers, hub_cache):
     tower_file = clip_towers['l14' if 'large' in model_name else 'b16']
     tower_weights = safetensors.torch.load_file(tower_file)
     for tagged in timm.list_pretrained(f'{model_name}.*'):
         hub_cache(timm.models.get_pretrained_cfg(tagged).hf_hub_id, 'model.safetensors', tower_file)
         model = timm.create_model(tagged, pretrained=True)
-        torch.testing.assert_close(model.blocks[-1].mlp.fc2.weight, tower_weights['blocks.' + str(len(model.blocks) - 1) + '.mlp.fc2.weight'], rtol=0, atol=0)
+        last = f'blocks.{len(model.blocks) - 1}.mlp.fc2.weight'
+        torch.testing.assert_close(model.blocks[-1].mlp.fc2.weight, tower_weights[last], rtol=0, atol=0)
         torch.testing.assert_close(model.head.weight, tower_weights['head.weight'], rtol=0, atol=0)
         assert torch.count_nonzero(model.temporal_embed) == 0
         expected_act = 'QuickGELU' if tagged.endswith('.openai') else 'GELU'
@@ -113,7 +122,8 @@ def test_damaged_checkpoints_are_refused_naming_the_file(tmp_path, damage):
         with pytest.raises(timm_inti.CheckpointError, match=f'{path}: not a readable checkpoint'):
             read_checkpoint(path)
         with pytest.raises(timm_inti.CheckpointError, match=str(path)):
-            timm.create_model('inti_vit_b16', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **TINY_KWARGS)
+            timm.create_model('inti_vit_b16', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
+                              **TINY_KWARGS)
 
 
 def test_another_architecture_is_refused(tmp_path):
@@ -122,7 +132,8 @@ def test_another_architecture_is_refused(tmp_path):
     config['model_args']['depth'] = 2
     config['model_args']['inti_after'] = [1]
     (tmp_path / 'out' / 'config.json').write_text(json.dumps(config))
-    with pytest.raises(timm_inti.CheckpointError, match=r'does not fit inti_vit_b16: missing keys: inti\.1\..*unexpected keys: blocks\.2'):
+    expected = r'does not fit inti_vit_b16: missing keys: inti\.1\..*unexpected keys: blocks\.2'
+    with pytest.raises(timm_inti.CheckpointError, match=expected):
         timm.create_model(f'local-dir:{tmp_path / "out"}', pretrained=True)
 
 
@@ -164,3 +175,10 @@ def test_push_to_hub_dry_run_and_upload(tmp_path, monkeypatch):
     assert calls == dict(token='secret', create=('me/inti-tiny', True, True),
                          files=['README.md', 'config.json', 'model.safetensors'])
     shutil.rmtree(folder)
+
+
+def test_a_foreign_hub_config_is_named(hub_cache):
+    from timm_inti.checkpoints import create_model
+    hub_cache('some-org/a-bert', 'config.json', b'{"model_type": "bert", "hidden_size": 768}')
+    with pytest.raises(timm_inti.CheckpointError, match='hf-hub:some-org/a-bert config.json: not a timm model config'):
+        create_model('hf-hub:some-org/a-bert', pretrained=True)

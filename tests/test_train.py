@@ -9,9 +9,9 @@ import sys
 import pytest
 import timm
 import torch
+from conftest import write_video
 from timm.data import Mixup
 
-from conftest import write_video
 from timm_inti.train import main, mix_clips
 
 TINY = ['--model', 'inti_vit_b16', '--model-kwargs', 'embed_dim=64', 'depth=4', 'num_heads=2', 'patch_size=8',
@@ -39,7 +39,7 @@ def env_with_repo():
     return dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get('PYTHONPATH', '')]))
 
 
-def test_learns_and_writes_checkpoints_logs_and_plots(data_dir, tmp_path):
+def test_learns_and_writes_checkpoints_logs_and_plots(data_dir, tmp_path, capsys):
     args = ['--data-dir', str(data_dir), *TINY, '-b', '4', '--epochs', '6', '--lr', '2e-3', '--output', str(tmp_path),
             '--experiment', 'run', '--model-ema', '--model-ema-decay', '0.5']
     assert main(args) == 0
@@ -62,9 +62,18 @@ def test_learns_and_writes_checkpoints_logs_and_plots(data_dir, tmp_path):
     model.load_state_dict(checkpoint['state_dict'])
     assert model.num_classes == 2 and model.inti_after == (2,)
 
+    # a validation folder with one of the classes is labelled by the checkpoint's classes, not its own
+    only_right = tmp_path / 'only_right'
+    (only_right / 'val').mkdir(parents=True)
+    (only_right / 'val' / 'right').symlink_to(data_dir / 'val' / 'right')
+    capsys.readouterr()
+    assert main(['--data-dir', str(only_right), *TINY, '--eval-only', '--resume', str(run / 'last.pth.tar')]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])['eval']['top1'] == 100.0
+
 
 def test_eval_only_with_views(data_dir, tmp_path, capsys):
-    assert main(['--data-dir', str(data_dir), *TINY, '--epochs', '1', '--output', str(tmp_path), '--experiment', 'e']) == 0
+    assert main(['--data-dir', str(data_dir), *TINY, '--epochs', '1', '--output', str(tmp_path),
+                 '--experiment', 'e']) == 0
     capsys.readouterr()
     assert main(['--data-dir', str(data_dir), *TINY, '--eval-only', '--resume', str(tmp_path / 'e' / 'last.pth.tar'),
                  '--test-clips', '2', '--test-crops', '3']) == 0
@@ -89,12 +98,41 @@ def test_a_killed_run_resumes_to_the_same_weights(data_dir, tmp_path, num_sample
     assert len(summary(tmp_path / 'killed')) < 4
     assert main([*common, '--experiment', 'killed', '--resume', str(tmp_path / 'killed' / 'last.pth.tar')]) == 0
 
+    assert [r['epoch'] for r in summary(tmp_path / 'killed')] == ['0', '1', '2', '3'], 'replayed epochs logged once'
+
     straight = torch.load(tmp_path / 'straight' / 'last.pth.tar', map_location='cpu', weights_only=True)
     resumed = torch.load(tmp_path / 'killed' / 'last.pth.tar', map_location='cpu', weights_only=True)
     assert resumed['epoch'] == straight['epoch'] == 3
     for key in ('state_dict', 'state_dict_ema'):
         for name, tensor in straight[key].items():
             assert torch.equal(tensor, resumed[key][name]), f'{key}.{name}'
+
+
+def test_without_validation_there_is_no_best_checkpoint(data_dir, tmp_path, capsys):
+    assert main(['--data-dir', str(data_dir), *TINY, '-b', '4', '--epochs', '2', '--val-split', '', '--output',
+                 str(tmp_path), '--experiment', 'noval']) == 0
+    assert 'no validation split: no "best" checkpoint is chosen' in capsys.readouterr().err
+    files = sorted(p.name for p in (tmp_path / 'noval').iterdir() if p.name.endswith('.pth.tar'))
+    assert files == ['checkpoint-0.pth.tar', 'checkpoint-1.pth.tar', 'last.pth.tar'], 'last only, no model_best'
+    rows = summary(tmp_path / 'noval')
+    assert len(rows) == 2 and not any(key.startswith('eval_') for key in rows[0])
+
+
+def test_reusing_a_finished_run_resumes_it_only_when_asked(data_dir, tmp_path, capsys):
+    common = ['--data-dir', str(data_dir), *TINY, '-b', '4', '--epochs', '1', '--output', str(tmp_path),
+              '--experiment', 'run']
+    assert main(common) == 0
+    last = tmp_path / 'run' / 'last.pth.tar'
+    before = {p.name: p.read_bytes() for p in (tmp_path / 'run').iterdir()}
+    capsys.readouterr()
+    assert main(common) == 2  # the same command again: refused, the run untouched
+    assert f'--resume {last}' in capsys.readouterr().err
+    assert main([*common, '--resume', str(last)]) == 0  # asked to resume a finished run: nothing to do
+    assert 'finished its 1 epochs already' in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp_path / 'run').iterdir()} == before
+    assert main([*common[:-4], '--epochs', '2', '--output', str(tmp_path), '--experiment', 'run',
+                 '--resume', str(last)]) == 0  # or to train on
+    assert [r['epoch'] for r in summary(tmp_path / 'run')] == ['0', '1']
 
 
 def test_torchrun_two_processes_on_cpu(data_dir, tmp_path):

@@ -6,7 +6,6 @@ import pytest
 import safetensors.torch
 import timm
 import torch
-
 from conftest import TINY_KWARGS
 
 WEIGHTS = Path(__file__).parents[1] / 'weights'
@@ -30,7 +29,8 @@ def test_convert_open_clip_and_openai_checkpoints(open_clip_b16, tmp_path, layou
     x = torch.randn(1, 3, 1, 224, 224)
     source = tmp_path / 'clip.pt'
     if layout == 'open_clip_training':
-        torch.save({'epoch': 1, 'state_dict': {f'module.{k}': v for k, v in open_clip_b16.state_dict().items()}}, source)
+        state_dict = {f'module.{k}': v for k, v in open_clip_b16.state_dict().items()}
+        torch.save({'epoch': 1, 'state_dict': state_dict}, source)
     else:  # OpenAI releases TorchScript archives of the whole CLIP model
         traced = torch.jit.trace_module(open_clip_b16, {'encode_image': x[:, :, 0]}, check_trace=False)
         traced.save(str(source))
@@ -46,7 +46,8 @@ def test_convert_timm_tower_with_its_tag_and_frame_count(tmp_path):
     source = tmp_path / 'tower.safetensors'
     safetensors.torch.save_file(tower.state_dict(), source)
     out = tmp_path / 'out'
-    assert tool('convert')([str(source), '--model', 'inti_vit_b16_deep.laion2b', '--num-frames', '16', '--out', str(out)]) == 0
+    assert tool('convert')([str(source), '--model', 'inti_vit_b16_deep.laion2b', '--num-frames', '16',
+                            '--out', str(out)]) == 0
     converted = timm.create_model(f'local-dir:{out}', pretrained=True)
     assert converted.num_frames == 16 and converted.inti_after == (3, 6, 9)
     x = torch.randn(1, 3, 1, 224, 224)
@@ -57,9 +58,11 @@ def test_convert_timm_tower_with_its_tag_and_frame_count(tmp_path):
 def test_convert_refuses_weights_of_another_architecture(tmp_path, capsys):
     source = tmp_path / 'small.safetensors'
     safetensors.torch.save_file(timm.create_model('vit_base_patch16_clip_224', **TINY_KWARGS).state_dict(), source)
-    assert tool('convert')([str(source), '--model', 'inti_vit_b16', '--out', str(tmp_path / 'out')]) == 2
+    assert tool('convert')([str(source), '--model', 'inti_vit_b16', '--out', str(tmp_path / 'out')]) == 1
     err = capsys.readouterr().err
-    assert f'{source} does not fit inti_vit_b16' in err and 'shape mismatches' in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith('convert.py: error: ') and 'Traceback' not in err, err
+    assert f'{source} does not fit inti_vit_b16' in last and 'shape mismatches' in last
     assert not (tmp_path / 'out').exists()
 
 
@@ -86,8 +89,9 @@ def test_export_a_training_checkpoint_with_labels(tmp_path, use_ema):
 def test_export_refuses_what_is_not_a_training_checkpoint(tmp_path, capsys):
     plain = tmp_path / 'plain.pth'
     torch.save(timm.create_model('inti_vit_b16', **TINY_KWARGS).state_dict(), plain)
-    assert tool('export')([str(plain), '--out', str(tmp_path / 'out')]) == 2
+    assert tool('export')([str(plain), '--out', str(tmp_path / 'out')]) == 1
     assert 'not a timm-inti-train checkpoint' in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
 
 
 def test_publish_checks_the_folder_loads_back(tmp_path, capsys):
@@ -96,7 +100,7 @@ def test_publish_checks_the_folder_loads_back(tmp_path, capsys):
     assert tool('publish')([str(tmp_path / 'good'), '--repo-id', 'me/x', '--dry-run']) == 0
     assert 'dry run: would upload to me/x' in capsys.readouterr().out
     (tmp_path / 'good' / 'model.safetensors').write_bytes(b'broken')
-    assert tool('publish')([str(tmp_path / 'good'), '--repo-id', 'me/x', '--dry-run']) == 2
+    assert tool('publish')([str(tmp_path / 'good'), '--repo-id', 'me/x', '--dry-run']) == 1
     assert 'does not load back' in capsys.readouterr().err
 
 
@@ -115,3 +119,20 @@ def test_model_card_of_a_temporal_variant_names_its_adapters(tmp_path):
     card = (tmp_path / 'inti_vit_b16_temporal.openai.md').read_text()
     assert 'adapter before every block (ST-Adapter style: bottleneck width 384, depthwise 3x1x1' in card
     assert 'GFLOPs per 8-frame clip: 95.4' in card  # 37.2% below the same model with inti_after=()
+
+
+def test_model_cards_of_the_new_clip_towers(tmp_path):
+    cards = tool('cards')
+    assert cards(['--out', str(tmp_path), '--models', 'inti_vit_b32', 'inti_vit_l14_336']) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        'inti_vit_b32.datacompxl.md', 'inti_vit_b32.laion2b.md', 'inti_vit_b32.openai.md', 'inti_vit_l14_336.openai.md']
+    card = (tmp_path / 'inti_vit_l14_336.openai.md').read_text()
+    assert 'patch 14, 336x336 frames' in card and 'timm/vit_large_patch14_clip_336.openai' in card
+    assert 'GFLOPs per 8-frame clip: 957.5' in card  # as benchmarks/flops.py counts with fvcore
+    # the default set: the CLIP backbones, whose cards describe a CLIP initialisation
+    spec = importlib.util.spec_from_file_location('weights_cards', WEIGHTS / 'cards.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    CARD_MODELS = module.CARD_MODELS
+    assert {'inti_vit_b16', 'inti_vit_b32_temporal', 'inti_vit_l14_336_deep'} <= set(CARD_MODELS)
+    assert not any('siglip' in m or 'dinov2' in m or 'augreg' in m for m in CARD_MODELS)

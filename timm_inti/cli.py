@@ -63,6 +63,8 @@ def _message(error: BaseException) -> str:
     if isinstance(error, UnicodeDecodeError):
         return f'not a text file ({error.reason} at byte {error.start})'
     text = str(error)
+    if isinstance(error, OSError) and error.strerror:  # not "[Errno 28] ...: 'path'"
+        text = error.strerror
     if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
         text = f'{text}: {error.filename}'
     return text or type(error).__name__

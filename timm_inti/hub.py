@@ -4,16 +4,26 @@
 or, once uploaded, ``"hf-hub:org/name"``: ``model.safetensors``, ``config.json`` (timm's own
 ``save_for_hf`` writes it: architecture, num_classes, label names, pretrained cfg and the
 model arguments that rebuild the architecture) and a model card ``README.md``. Every file
-is written to a temporary name in the target folder and renamed into place, so a crash
-never leaves a half-written file.
+is written to a temporary folder inside the target folder and renamed into place, so a crash
+never leaves a half-written file; weights of an earlier save in the other format are
+removed, and so is the temporary folder of a save that was killed.
+
+``push_to_hub`` uploads that folder with ``huggingface_hub``. timm's ``push_to_hf_hub``
+does the same steps but writes its own generic model card, and only into a repository
+that has none, so this project's card (InTI schedule, GFLOPs, the weights' origin) would
+never be published; its weights and config writer, ``save_for_hf``, is used here.
 
 ``read_checkpoint`` reads weights files safely: safetensors first, ``torch.load`` with
 ``weights_only=True`` for PyTorch files, and full pickle only when asked; every failure
 is a ``CheckpointError`` naming the file.
 """
+import contextlib
+import errno
 import json
 import logging
 import os
+import re
+import shutil
 import tempfile
 import warnings
 import zipfile
@@ -59,6 +69,11 @@ def read_checkpoint(path: Union[str, Path], allow_pickle: bool = False) -> Dict[
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'{path}: no such checkpoint file')
+    if path.stat().st_size == 0:
+        raise CheckpointError(f'{path}: not a readable checkpoint (the file is empty, 0 bytes)')
+    if path.suffix != '.safetensors' and not _starts_like_torch(path):
+        raise CheckpointError(f'{path}: not a readable checkpoint (neither safetensors, a PyTorch archive '
+                              f'nor a pickle)')
     try:
         if path.suffix == '.safetensors':
             from safetensors.torch import load_file
@@ -70,7 +85,15 @@ def read_checkpoint(path: Union[str, Path], allow_pickle: bool = False) -> Dict[
         return torch.load(path, map_location='cpu', weights_only=not allow_pickle)
     except Exception as e:  # each format has its own errors; to a caller they all mean the same
         hint = '; if you trust the file, allow pickle' if 'weights_only' in str(e) and not allow_pickle else ''
-        raise CheckpointError(f'{path}: not a readable checkpoint ({str(e).splitlines()[0]}){hint}') from e
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f'{path}: not a readable checkpoint ({reason}){hint}') from e
+
+
+def _starts_like_torch(path: Path) -> bool:
+    """A zip archive (torch.save, TorchScript) starts with PK; torch's legacy format and pickles with PROTO."""
+    with open(path, 'rb') as f:
+        head = f.read(2)
+    return head == b'PK' or head[:1] == b'\x80'
 
 
 def _video_model_args(model: nn.Module) -> Dict[str, Any]:
@@ -124,7 +147,8 @@ def model_card(
     else:
         origin = (f'**An initialisation, not a trained video model.** The ViT weights are the CLIP image tower '
                   f'`{source}`, unchanged; the InTI layers start as an exact average of each frame pair, the '
-                  f'temporal embedding and any temporal modules at zero, so before fine-tuning the model is temporal average pooling of '
+                  f'temporal embedding and any temporal modules at zero, so before fine-tuning the model is '
+                  f'temporal average pooling of '
                   f'CLIP features. The head is CLIP\'s image projection: outputs are CLIP image embeddings.')
     front = {
         'library_name': 'timm',
@@ -190,9 +214,46 @@ def model_card(
     return '\n'.join(lines)
 
 
+_WEIGHTS_FILES = ('model.safetensors', 'pytorch_model.bin')  # timm's save_for_hf names; local-dir: prefers the first
+_TMP_PREFIX = '.tmp-save_pretrained-'
+
+
 def _replace_into(tmp_dir: Path, directory: Path) -> None:
+    written = {item.name for item in tmp_dir.iterdir()}
     for item in sorted(tmp_dir.iterdir(), key=lambda p: p.name == 'config.json'):  # config last
         os.replace(item, directory / item.name)
+    for name in _WEIGHTS_FILES:  # weights of an earlier save in the other format would be the ones that load
+        if name not in written and (directory / name).exists():
+            (directory / name).unlink()
+
+
+def _write_failure(path: Union[str, Path], error: BaseException) -> Optional[OSError]:
+    """The ``OSError`` naming ``path`` for a write that failed (a full disk, a file size limit), or None.
+
+    torch's archive writer reports a failed write as a RuntimeError and safetensors as its own
+    error, neither with the file name; both are told apart from other errors by their text.
+    """
+    text = str(error)
+    code = getattr(error, 'errno', None)
+    if code is None:
+        match = re.search(r'os error (\d+)', text)
+        code = int(match.group(1)) if match else None
+    if code is None and ('inline_container' in text or 'PytorchStreamWriter' in text):
+        code = errno.EIO
+    if code is None:
+        return None
+    with contextlib.suppress(OSError):
+        if os.statvfs(Path(path).parent).f_bavail == 0:
+            code = errno.ENOSPC
+    reason = os.strerror(code) if code != errno.EIO else f'the write failed ({text.strip().splitlines()[0]})'
+    return OSError(code, f'cannot write {path}: {reason}', str(path))
+
+
+def _remove_stale_tmp(directory: Path) -> None:
+    """Temporary folders of an earlier save that was killed before it could clean up."""
+    for stale in directory.glob(f'{_TMP_PREFIX}*'):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def save_pretrained(
@@ -211,14 +272,21 @@ def save_pretrained(
         raise ValueError(f'{len(label_names)} label names for a model with {model.num_classes} classes')
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=directory, prefix='.tmp-') as tmp:
-        tmp = Path(tmp)
-        model_config = dict(label_names=list(label_names)) if label_names else None
-        save_for_hf(model, tmp, model_config=model_config, model_args=_video_model_args(model),
-                    safe_serialization=safe_serialization)
-        card = model_card(model, label_names, finetuned_on, load_as=load_as or f'local-dir:{directory}')
-        (tmp / 'README.md').write_text(card)
-        _replace_into(tmp, directory)
+    _remove_stale_tmp(directory)
+    card = model_card(model, label_names, finetuned_on, load_as=load_as or f'local-dir:{directory}')
+    try:
+        with tempfile.TemporaryDirectory(dir=directory, prefix=_TMP_PREFIX) as tmp:
+            tmp = Path(tmp)
+            model_config = dict(label_names=list(label_names)) if label_names else None
+            save_for_hf(model, tmp, model_config=model_config, model_args=_video_model_args(model),
+                        safe_serialization=safe_serialization)
+            (tmp / 'README.md').write_text(card)
+            _replace_into(tmp, directory)
+    except Exception as e:
+        failure = _write_failure(directory, e)
+        if failure is None:
+            raise
+        raise failure from e
     return directory
 
 
@@ -257,5 +325,5 @@ def publish_folder(folder: Union[str, Path], repo_id: str, private: bool = False
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message,
-                               ignore_patterns=['.tmp-*', '.tmp-*/*'])
+                               ignore_patterns=[f'{_TMP_PREFIX}*', f'{_TMP_PREFIX}*/*'])
     return getattr(commit, 'commit_url', str(commit))

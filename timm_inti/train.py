@@ -19,14 +19,15 @@ interrupted epoch and ends with the same weights as an uninterrupted run.
 """
 import argparse
 import csv
+import glob
 import json
 import logging
 import os
 import random
 import sys
 import time
-from contextlib import nullcontext
-from typing import Any, Dict, Optional
+from contextlib import contextmanager, nullcontext
+from typing import Dict
 
 import numpy as np
 import timm
@@ -34,17 +35,23 @@ import timm.optim
 import timm.scheduler
 import timm.utils
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from timm.data import Mixup, resolve_input_data_config
 from timm.data.distributed_sampler import OrderedDistributedSampler
 from timm.loss import SoftTargetCrossEntropy
-from timm.task import (
-    ClassificationEvaluator, ClassificationTask, evaluation_sample_limit, load_task_ema_checkpoint,
-    resume_task_checkpoint)
+from timm.task import ClassificationEvaluator, evaluation_sample_limit
 
-from .cli import UsageError, positive_int
-from .files import pyplot, write_json, write_png
+from .checkpoints import (
+    CheckpointSaver,
+    VideoClassificationTask,
+    create_model,
+    load_weights,
+    resume_ema,
+    resume_training,
+)
+from .cli import CommandError, UsageError, add_debug_argument, command, non_negative_int, positive_float, positive_int
+from .evaluate import view_probabilities
+from .files import pyplot, write_csv, write_json, write_png
 
 _logger = logging.getLogger('timm_inti.train')
 
@@ -53,16 +60,20 @@ CHECKPOINT_VERSION = 2  # timm's: the stored epoch is the one that finished
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        prog='timm-inti-train',
         description='Fine-tune an InTI video ViT on class-folder or annotation-list video datasets.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     group = parser.add_argument_group('Dataset')
     group.add_argument('--data-dir', metavar='DIR', help='root with train/ and val/ class folders, or of list paths')
-    group.add_argument('--train-split', default='train', help='folder or annotation list (path relative to --data-dir or absolute)')
+    group.add_argument('--train-split', default='train',
+                       help='folder or annotation list (path relative to --data-dir or absolute)')
     group.add_argument('--val-split', default='val', help='folder or annotation list; "" for no validation')
-    group.add_argument('--num-frames', type=int, default=8, help='frames per clip')
-    group.add_argument('--test-clips', type=int, default=1, help='temporal clips per video for evaluation')
-    group.add_argument('--test-crops', type=int, default=1, choices=(1, 3), help='spatial crops per clip for evaluation')
-    group.add_argument('--stride', type=int, default=None, help='dense sampling with this frame stride (default: segments)')
+    group.add_argument('--num-frames', type=positive_int, default=8, help='frames per clip')
+    group.add_argument('--test-clips', type=positive_int, default=1, help='temporal clips per video for evaluation')
+    group.add_argument('--test-crops', type=int, default=1, choices=(1, 3),
+                       help='spatial crops per clip for evaluation')
+    group.add_argument('--stride', type=positive_int, default=None,
+                       help='dense sampling with this frame stride (default: segments)')
     group.add_argument('--num-samples', type=positive_int, default=1, metavar='K',
                        help='repeated sampling: K training clips (own frames, own crop) from each decoded video, '
                             'which divides the decoding work per clip by K; -b still counts clips, so a step '
@@ -80,37 +91,38 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument('--pretrained', action='store_true', help='start from pretrained (CLIP) weights')
     group.add_argument('--initial-checkpoint', default='', help='load these model weights before training')
     group.add_argument('--resume', default='', help='resume model, optimizer, scaler, EMA and epoch from a checkpoint')
-    group.add_argument('--num-classes', type=int, default=None, help='default: the number of classes in the data')
-    group.add_argument('--img-size', type=int, default=None, help='frame size (default: the model\'s)')
+    group.add_argument('--num-classes', type=positive_int, default=None,
+                       help='the number of classes in the data (the default; any other count is refused)')
+    group.add_argument('--img-size', type=positive_int, default=None, help='frame size (default: the model\'s)')
     group.add_argument('--model-kwargs', nargs='*', default={}, action=timm.utils.ParseKwargs,
                        help='extra model kwargs, k=v (e.g. embed_dim=64 depth=4 inti_after="(2,)")')
-    group.add_argument('--drop-path', type=float, default=None, help='stochastic depth rate')
+    group.add_argument('--drop-path', type=float, default=None, help='stochastic depth rate, in [0, 1)')
     group.add_argument('--grad-checkpointing', action='store_true', help='trade compute for activation memory')
     group.add_argument('--freeze-backbone', action='store_true',
                        help='parameter-efficient: train only the InTI layers, temporal modules and the head')
 
     group = parser.add_argument_group('Optimization')
-    group.add_argument('-b', '--batch-size', type=int, default=8, help='clips per process per step')
-    group.add_argument('-vb', '--validation-batch-size', type=int, default=None)
-    group.add_argument('--epochs', type=int, default=30)
+    group.add_argument('-b', '--batch-size', type=positive_int, default=8, help='clips per process per step')
+    group.add_argument('-vb', '--validation-batch-size', type=positive_int, default=None)
+    group.add_argument('--epochs', type=positive_int, default=30)
     group.add_argument('--opt', default='adamw')
-    group.add_argument('--lr', type=float, default=3e-4)
+    group.add_argument('--lr', type=positive_float, default=3e-4)
     group.add_argument('--weight-decay', type=float, default=0.05)
     group.add_argument('--momentum', type=float, default=0.9)
     group.add_argument('--opt-eps', type=float, default=None)
     group.add_argument('--opt-betas', type=float, nargs='+', default=None)
     group.add_argument('--layer-decay', type=float, default=None, help='layer-wise lr decay (e.g. 0.75)')
-    group.add_argument('--clip-grad', type=float, default=None)
+    group.add_argument('--clip-grad', type=positive_float, default=None)
     group.add_argument('--clip-mode', default='norm')
     group.add_argument('--sched', default='cosine')
     group.add_argument('--sched-on-updates', action='store_true', help='step the scheduler every update')
-    group.add_argument('--warmup-epochs', type=int, default=0)
+    group.add_argument('--warmup-epochs', type=non_negative_int, default=0)
     group.add_argument('--warmup-lr', type=float, default=1e-6)
     group.add_argument('--min-lr', type=float, default=1e-6)
-    group.add_argument('--cooldown-epochs', type=int, default=0)
-    group.add_argument('--decay-epochs', type=float, default=30)
-    group.add_argument('--decay-rate', type=float, default=0.1)
-    group.add_argument('--grad-accum-steps', type=int, default=1)
+    group.add_argument('--cooldown-epochs', type=non_negative_int, default=0)
+    group.add_argument('--decay-epochs', type=positive_float, default=30)
+    group.add_argument('--decay-rate', type=positive_float, default=0.1)
+    group.add_argument('--grad-accum-steps', type=positive_int, default=1)
 
     group = parser.add_argument_group('Regularization')
     group.add_argument('--smoothing', type=float, default=0.1, help='label smoothing')
@@ -119,39 +131,25 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument('--mixup-prob', type=float, default=1.0)
     group.add_argument('--mixup-switch-prob', type=float, default=0.5)
     group.add_argument('--model-ema', action='store_true', help='keep an EMA of the weights; evaluate and keep it')
-    group.add_argument('--model-ema-decay', type=float, default=0.9998)
+    group.add_argument('--model-ema-decay', type=float, default=0.9998, help='in (0, 1)')
 
     group = parser.add_argument_group('Misc')
     group.add_argument('--amp', action='store_true', help='mixed precision')
     group.add_argument('--amp-dtype', default='float16', choices=('float16', 'bfloat16'))
     group.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    group.add_argument('-j', '--workers', type=int, default=4)
+    group.add_argument('-j', '--workers', type=non_negative_int, default=4)
     group.add_argument('--seed', type=int, default=42)
     group.add_argument('--output', default='./output/train', help='base folder for runs')
-    group.add_argument('--experiment', default='', help='run name (default: time and model); reusing it resumes in place')
-    group.add_argument('--checkpoint-hist', type=int, default=3)
-    group.add_argument('--eval-metric', default='top1')
+    group.add_argument('--experiment', default='',
+                       help='run name (default: time and model); a run folder is never overwritten: '
+                            'continue one with --resume OUTPUT/NAME/last.pth.tar')
+    group.add_argument('--checkpoint-hist', type=positive_int, default=3)
+    group.add_argument('--eval-metric', default='top1', choices=('top1', 'top5', 'loss'),
+                       help='validation metric that ranks checkpoints (model_best)')
     group.add_argument('--eval-only', action='store_true', help='evaluate --resume/--initial-checkpoint and exit')
-    group.add_argument('--log-interval', type=int, default=50)
+    group.add_argument('--log-interval', type=positive_int, default=50)
+    add_debug_argument(parser)
     return parser
-
-
-class VideoClassificationTask(ClassificationTask):
-    """timm's classification task, whose checkpoints also carry what rebuilds and labels the model."""
-
-    def __init__(self, model, *, arch: str, model_args: Dict[str, Any], label_names, run_args: Dict[str, Any], **kwargs):
-        super().__init__(model, **kwargs)
-        self.checkpoint_extra = dict(arch=arch, model_args=model_args, label_names=list(label_names), args=run_args)
-        self.lr_scheduler = None
-        self.num_updates = 0
-
-    def get_checkpoint_state(self, ema: bool = False, unwrap_fn=timm.utils.unwrap_model) -> Dict[str, Any]:
-        state = super().get_checkpoint_state(ema=ema, unwrap_fn=unwrap_fn)
-        if not ema:
-            state.update(self.checkpoint_extra, step=self.num_updates)
-            if self.lr_scheduler is not None:
-                state['lr_scheduler'] = self.lr_scheduler.state_dict()
-        return state
 
 
 def mix_clips(mixup_fn: Mixup, x: torch.Tensor, target: torch.Tensor):
@@ -186,18 +184,16 @@ def freeze_backbone(model) -> int:
 
 @torch.no_grad()
 def validate(model, loader, args, device, amp_autocast, progress, bad_log) -> Dict[str, float]:
-    """Top-1/top-5 and loss; clips with several views (B, V, C, T, H, W) average the views' probabilities."""
+    """Top-1/top-5 and loss of views (B, V, C, T, H, W): each video's probabilities averaged over its views."""
     model.eval()
     evaluator = ClassificationEvaluator(device=device, max_samples=evaluation_sample_limit(loader))
-    for clips, target, bad in progress(loader, desc='eval'):
+    for views, target, bad in progress(loader, desc='eval'):
         bad_log.update(bad)
-        if not len(clips):
+        if not len(views):
             continue
-        clips, target = clips.to(device), target.to(device)
-        views = clips.shape[1] if clips.ndim == 6 else 1
+        views, target = views.to(device), target.to(device)
         with amp_autocast():
-            logits = model(rearrange(clips, 'b v c t h w -> (b v) c t h w') if views > 1 else clips)
-        probs = rearrange(logits.float().softmax(dim=-1), '(b v) k -> b v k', v=views).mean(dim=1)
+            probs = view_probabilities(model, views)
         evaluator.update(probs.clamp_min(1e-12).log(), target)  # log of averaged probabilities = its own logits
     return dict(evaluator.compute(distributed=args.distributed))
 
@@ -265,7 +261,8 @@ def plot_summary(summary_csv: str, path: str) -> bool:
     if not rows:
         return False
     epochs = [int(r['epoch']) for r in rows]
-    panels = [('loss', ['train_loss', 'eval_loss']), ('accuracy (%)', ['eval_top1', 'eval_top5']), ('learning rate', ['lr'])]
+    panels = [('loss', ['train_loss', 'eval_loss']), ('accuracy (%)', ['eval_top1', 'eval_top5']),
+              ('learning rate', ['lr'])]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, (title, keys) in zip(axes, panels):
         for key in keys:
@@ -275,22 +272,142 @@ def plot_summary(summary_csv: str, path: str) -> bool:
         ax.set_xlabel('epoch')
         ax.xaxis.set_major_locator(plt.matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.lines:  # no validation: no accuracy curves
+            ax.legend(fontsize=8)
     fig.tight_layout()
     write_png(path, fig)
     return True
 
 
+class _StderrHandler(logging.StreamHandler):
+    """timm's console log handler, writing to the ``sys.stderr`` of the moment (tests and notebooks swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+@contextmanager
+def _console_logging():
+    """timm's default logging (INFO to stderr) while a run lasts, then the logging as it was.
+
+    timm's ``setup_default_logging`` adds a handler on every call and leaves it, so calling
+    ``main`` twice in one process printed every line twice, and later code logged at INFO.
+    """
+    handler = _StderrHandler()
+    handler.setFormatter(timm.utils.FormatterNoInfo())
+    level = logging.root.level
+    logging.root.addHandler(handler)
+    logging.root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.root.removeHandler(handler)
+        logging.root.setLevel(level)
+
+
+def _check_args(args) -> None:
+    """Refuse, before any work, flag values that would fail late or train something else than asked."""
+    if not 0 < args.model_ema_decay < 1:
+        raise UsageError(f'--model-ema-decay {args.model_ema_decay} is not in (0, 1)')
+    if not 0 <= args.smoothing < 1:
+        raise UsageError(f'--smoothing {args.smoothing} is not in [0, 1)')
+    if args.drop_path is not None and not 0 <= args.drop_path < 1:
+        raise UsageError(f'--drop-path {args.drop_path} is not in [0, 1)')
+    for flag in ('mixup', 'cutmix'):
+        if getattr(args, flag) < 0:
+            raise UsageError(f'--{flag} {getattr(args, flag)} is negative (0 turns it off)')
+    for flag in ('mixup_prob', 'mixup_switch_prob'):
+        if not 0 <= getattr(args, flag) <= 1:
+            raise UsageError(f'--{flag.replace("_", "-")} {getattr(args, flag)} is not a probability in [0, 1]')
+    splits = [args.val_split] if args.eval_only else [args.train_split, args.val_split]
+    if not args.data_dir and not all(os.path.isabs(split) for split in splits if split):
+        raise UsageError('give --data-dir DIR (a folder with train/ and val/ class folders, or annotation lists)')
+    if args.data_dir and not os.path.isdir(args.data_dir):
+        raise CommandError(f'--data-dir {args.data_dir}: no such folder')
+    if args.val_split and args.data_dir is not None:
+        val_path = args.val_split if os.path.isabs(args.val_split) else os.path.join(args.data_dir, args.val_split)
+        if not os.path.exists(val_path):
+            raise UsageError(f'no validation split: {val_path} does not exist; give --val-split FOLDER_OR_LIST, or '
+                             f'--val-split "" to train without validation')
+    if args.eval_only and not (args.resume or args.initial_checkpoint):
+        raise UsageError('--eval-only evaluates a checkpoint: give --resume or --initial-checkpoint')
+    if args.eval_only and not args.val_split:
+        raise UsageError('--eval-only needs a validation split; --val-split is empty')
+    if args.eval_metric != 'top1' and not args.val_split and not args.eval_only:
+        raise UsageError(f'--eval-metric {args.eval_metric} ranks validation results, but --val-split is empty')
+    if args.resume and args.initial_checkpoint:
+        raise UsageError('--resume restores the weights already; leave out --initial-checkpoint')
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        raise UsageError(f'--device {args.device}, but no CUDA device is available (use --device cpu)')
+
+
+_RUN_FILES = ('last.pth.tar', 'model_best.pth.tar', 'summary.csv')
+
+
+def _check_run_folder(args) -> None:
+    """A folder that holds a run is continued only with --resume of one of its checkpoints, never overwritten."""
+    if args.eval_only or not args.experiment:
+        return
+    run_dir = os.path.join(args.output, args.experiment)
+    held = [name for name in _RUN_FILES if os.path.exists(os.path.join(run_dir, name))]
+    held += sorted(os.path.basename(p) for p in glob.glob(os.path.join(glob.escape(run_dir), 'checkpoint-*.pth.tar')))
+    if not held:
+        return
+    if args.resume and os.path.realpath(os.path.dirname(os.path.abspath(args.resume))) == os.path.realpath(run_dir):
+        return
+    last = os.path.join(run_dir, 'last.pth.tar')
+    how = f'continue it with --resume {last}' if os.path.exists(last) else 'remove it'
+    if args.resume:
+        raise UsageError(f'{run_dir} holds another run ({", ".join(held)}) than the one --resume {args.resume} '
+                         f'continues: choose a new --experiment name for it, or resume {last}')
+    raise UsageError(f'{run_dir} already holds a run ({", ".join(held)}): {how}, or start anew under another '
+                     f'--experiment name (or without one, for a new time-stamped folder)')
+
+
+def _raise_data_failure(error: RuntimeError) -> None:
+    """The dataset's "N videos in a row could not be decoded" (``--bad-files replace``), from the main process or
+    re-raised by a DataLoader worker with its traceback in the message, as one line."""
+    lines = [line for line in str(error).strip().splitlines() if 'could not be decoded' in line]
+    if lines:
+        message = lines[-1].split('RuntimeError: ', 1)[-1]
+        raise CommandError(f'{message}; check the training split, or drop unreadable videos with --bad-files skip') \
+            from error
+
+
+def _truncate_summary(summary_csv: str, start_epoch: int) -> None:
+    """A resumed run replays epochs from ``start_epoch``: drop their rows, written before the run stopped."""
+    if not os.path.exists(summary_csv):
+        return
+    with open(summary_csv, newline='') as f:
+        reader = csv.DictReader(f)
+        columns, rows = reader.fieldnames, list(reader)
+    kept = [r for r in rows if int(r['epoch']) < start_epoch]
+    if len(kept) != len(rows):
+        write_csv(summary_csv, kept, columns)
+
+
+@command('timm-inti-train')
 def main(argv=None) -> int:
+    with _console_logging():
+        return _main(argv)
+
+
+def _main(argv) -> int:
     args = _parser().parse_args(argv)
-    timm.utils.setup_default_logging()
+    _check_args(args)
+    _check_run_folder(args)
     device = timm.utils.init_distributed_device(args)
     primary = timm.utils.is_primary(args)
     if args.distributed:
         _logger.info(f'rank {args.rank}/{args.world_size} on {device}')
     timm.utils.random_seed(args.seed, args.rank)
 
-    import timm_inti  # noqa: F401  (registers the models)
+    from timm_inti.checkpoints import read_checkpoint_metadata
     from timm_inti.video import BadVideoLog, collate_videos, create_video_datasets
 
     if args.batch_size % args.num_samples:
@@ -302,19 +419,34 @@ def main(argv=None) -> int:
     if args.drop_path is not None:
         model_kwargs['drop_path_rate'] = args.drop_path
     # the data decides the class count; build once without a head to read the data config
-    data_config = resolve_input_data_config(timm.create_model(args.model, num_classes=0, **model_kwargs))
+    data_config = resolve_input_data_config(create_model(args.model, num_classes=0, **model_kwargs))
+    classes = None
+    if args.eval_only:  # the model's classes, in its order, label the validation split
+        checkpoint = read_checkpoint_metadata(args.resume or args.initial_checkpoint)
+        classes = (checkpoint or {}).get('label_names')
     train_set, val_set = create_video_datasets(
         args.data_dir, data_config, num_frames=args.num_frames, train_split=args.train_split,
         val_split=args.val_split, test_clips=args.test_clips, test_crops=args.test_crops, stride=args.stride,
-        bad_files=args.bad_files, eval_only=args.eval_only, num_samples=args.num_samples,
+        bad_files=args.bad_files, eval_only=args.eval_only, classes=classes, num_samples=args.num_samples,
         shared_frames=args.shared_frames)
     label_names = (val_set if args.eval_only else train_set).classes
-    num_classes = args.num_classes or len(label_names)
+    if args.num_classes is not None and args.num_classes != len(label_names):
+        shown = ', '.join(label_names[:5]) + (', ...' if len(label_names) > 5 else '')
+        raise UsageError(f'--num-classes {args.num_classes}, but the data has {len(label_names)} classes ({shown}): '
+                         f'leave out --num-classes to take the data\'s count')
+    num_classes = len(label_names)
     model_kwargs['num_classes'] = num_classes
+    world = args.world_size if args.distributed else 1
+    videos_per_step = args.batch_size // args.num_samples * world  # -b counts clips, K of them per video
+    if train_set is not None and len(train_set) < videos_per_step:
+        batch = f'-b {args.batch_size}' + (f' / --num-samples {args.num_samples}' if args.num_samples > 1 else '') + (
+            f' x {world} processes' if world > 1 else '')
+        raise UsageError(f'{batch} is more than the {len(train_set)} training videos of {args.train_split!r}: '
+                         f'no full batch, nothing to train on (the last, incomplete batch is dropped); lower -b')
 
-    model = timm.create_model(args.model, pretrained=args.pretrained, **model_kwargs)
+    model = create_model(args.model, pretrained=args.pretrained, **model_kwargs)
     if args.initial_checkpoint:
-        timm.models.load_checkpoint(model, args.initial_checkpoint)
+        load_weights(model, args.initial_checkpoint, use_ema=True)
     if args.freeze_backbone:
         count = freeze_backbone(model)
         if primary:
@@ -325,28 +457,36 @@ def main(argv=None) -> int:
 
     amp_dtype = torch.bfloat16 if args.amp_dtype == 'bfloat16' else torch.float16
     amp_autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if args.amp else nullcontext
-    loss_scaler = timm.utils.NativeScaler(device=device.type) if args.amp and amp_dtype == torch.float16 and device.type == 'cuda' else None
+    scaled = args.amp and amp_dtype == torch.float16 and device.type == 'cuda'
+    loss_scaler = timm.utils.NativeScaler(device=device.type) if scaled else None
 
     mixup_active = args.mixup > 0 or args.cutmix > 0
     mixup_fn = Mixup(
         mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, prob=args.mixup_prob, switch_prob=args.mixup_switch_prob,
         label_smoothing=args.smoothing, num_classes=num_classes) if mixup_active else None
     criterion_kwargs = dict(soft_targets=True) if mixup_active else dict(smoothing=args.smoothing)
-    saved_model_args = {k: v for k, v in model_kwargs.items() if isinstance(v, (int, float, str, bool, tuple, list, dict))}
+    saved_model_args = {k: v for k, v in model_kwargs.items()
+                        if isinstance(v, (int, float, str, bool, tuple, list, dict))}
     task = VideoClassificationTask(
         model, arch=args.model, model_args=saved_model_args, label_names=label_names, run_args=vars(args),
         criterion=SoftTargetCrossEntropy() if mixup_active else None,
         criterion_kwargs=None if mixup_active else criterion_kwargs, device=device, verbose=primary)
 
-    optimizer = timm.optim.create_optimizer_v2(model, **timm.optim.optimizer_kwargs(cfg=args))
+    try:
+        optimizer = timm.optim.create_optimizer_v2(model, **timm.optim.optimizer_kwargs(cfg=args))
+    except (AssertionError, ValueError) as e:  # timm's refusal of an unknown --opt
+        raise UsageError(f'--opt {args.opt}: not an optimizer timm knows ({e}); '
+                         f'timm.optim.list_optimizers() lists them') from e
     resume_epoch = None
+    checkpoint = None
     if args.resume:
-        resume_epoch = resume_task_checkpoint(task, args.resume, optimizer=optimizer, loss_scaler=loss_scaler,
-                                              log_info=primary)
+        checkpoint = resume_training(task, args.resume, args.model, optimizer=optimizer, loss_scaler=loss_scaler,
+                                     log_info=primary)
+        resume_epoch = checkpoint['epoch'] + 1 if checkpoint.get('version', 1) > 1 else checkpoint['epoch']
     if args.model_ema:
         task.setup_ema(decay=args.model_ema_decay)
         if args.resume:
-            load_task_ema_checkpoint(task, args.resume)
+            resume_ema(task, args.resume, checkpoint)
     if args.distributed:
         task.prepare_distributed(device_ids=[device] if device.type == 'cuda' else None)
 
@@ -379,13 +519,16 @@ def main(argv=None) -> int:
         return 0
 
     updates_per_epoch = (len(train_loader) + args.grad_accum_steps - 1) // args.grad_accum_steps
-    lr_scheduler, num_epochs = timm.scheduler.create_scheduler_v2(
-        optimizer, **timm.scheduler.scheduler_kwargs(args), updates_per_epoch=updates_per_epoch)
+    try:
+        lr_scheduler, num_epochs = timm.scheduler.create_scheduler_v2(
+            optimizer, **timm.scheduler.scheduler_kwargs(args), updates_per_epoch=updates_per_epoch)
+    except (AssertionError, ValueError) as e:
+        raise UsageError(f'--sched {args.sched}: {e or "not a scheduler timm knows"}') from e
     task.lr_scheduler = lr_scheduler
     start_epoch = resume_epoch or 0
     task.num_updates = start_epoch * updates_per_epoch
     if lr_scheduler is not None and start_epoch > 0:
-        saved = timm.utils.load_checkpoint_metadata(args.resume).get('lr_scheduler')
+        saved = checkpoint.get('lr_scheduler')
         if saved is not None:
             lr_scheduler.load_state_dict(saved)
         if args.sched_on_updates:
@@ -393,39 +536,59 @@ def main(argv=None) -> int:
         else:
             lr_scheduler.step(start_epoch)
 
+    validating = val_loader is not None
     saver = output_dir = None
     if primary:
-        exp_name = args.experiment or '-'.join([time.strftime('%Y%m%d-%H%M%S'), timm.models.safe_model_name(args.model)])
-        output_dir = timm.utils.get_outdir(args.output, exp_name)
+        exp_name = args.experiment or '-'.join([time.strftime('%Y%m%d-%H%M%S'),
+                                                timm.models.safe_model_name(args.model)])
+        output_dir = timm.utils.get_outdir(args.output, exp_name, inc=not args.experiment)
         decreasing = args.eval_metric == 'loss'
-        saver = timm.utils.CheckpointSaver(
+        saver = CheckpointSaver(
             model=model, optimizer=optimizer, amp_scaler=loss_scaler, checkpoint_dir=output_dir,
             recovery_dir=output_dir, decreasing=decreasing, max_history=args.checkpoint_hist, task=task)
         if args.resume:
             saver.load_state_dict_from_checkpoint(args.resume)
+            _truncate_summary(os.path.join(output_dir, 'summary.csv'), start_epoch)
         _logger.info(f'output: {output_dir}; {len(train_set)} training clips, {num_classes} classes, '
                      f'{num_epochs} epochs from {start_epoch}')
+        if not validating:
+            _logger.info('no validation split: no "best" checkpoint is chosen; last.pth.tar holds the final model')
+        if start_epoch >= num_epochs:
+            _logger.info(f'{args.resume} finished its {num_epochs} epochs already: nothing to train '
+                         f'(raise --epochs to train on)')
 
     summary_csv = os.path.join(output_dir, 'summary.csv') if output_dir else None
     for epoch in range(start_epoch, num_epochs):
         seed_epoch(args.seed, epoch, args.rank, generator)
         if train_sampler is not None:
             train_sampler.set_epoch(epoch)
-        train_metrics = train_one_epoch(epoch, task, train_loader, optimizer, lr_scheduler, args, device,
-                                        amp_autocast, loss_scaler, mixup_fn, progress, bad_log)
+        try:
+            train_metrics = train_one_epoch(epoch, task, train_loader, optimizer, lr_scheduler, args, device,
+                                            amp_autocast, loss_scaler, mixup_fn, progress, bad_log)
+        except RuntimeError as e:
+            _raise_data_failure(e)
+            raise
+        if not train_metrics['samples']:
+            raise CommandError(f'epoch {epoch} trained on no clip: none of the {len(train_set)} training videos '
+                               f'could be decoded ({bad_log.summary()}, listed above); nothing was saved')
         eval_metrics = validate(eval_model(), val_loader, args, device, amp_autocast, progress, bad_log) \
             if val_loader else None
         lr = optimizer.param_groups[0]['lr']
-        metric = (eval_metrics or train_metrics)[args.eval_metric if eval_metrics else 'loss']
+        metric = eval_metrics[args.eval_metric] if eval_metrics else None  # no validation: no "best"
         if primary:
-            timm.utils.update_summary(epoch, train_metrics, eval_metrics, filename=summary_csv, lr=lr)
-            with open(summary_csv) as f:
-                write_json(os.path.join(output_dir, 'summary.json'), list(csv.DictReader(f)))
-            plot_summary(summary_csv, os.path.join(output_dir, 'summary.png'))
-            saver.save_checkpoint(epoch, metric=metric)
+            try:
+                saver.save_checkpoint(epoch, metric=metric)
+                timm.utils.update_summary(epoch, train_metrics, eval_metrics, filename=summary_csv, lr=lr)
+                with open(summary_csv) as f:
+                    write_json(os.path.join(output_dir, 'summary.json'), list(csv.DictReader(f)))
+                plot_summary(summary_csv, os.path.join(output_dir, 'summary.png'))
+            except OSError as e:  # a full disk: say where (timm's summary writer does not)
+                if e.filename:
+                    raise
+                raise OSError(e.errno, f'cannot write in {output_dir}: {e.strerror}', output_dir) from e
             _logger.info(f'epoch {epoch}: train {train_metrics}, eval {eval_metrics}, lr {lr:.3g}')
         if lr_scheduler is not None:
-            lr_scheduler.step(epoch + 1, metric)
+            lr_scheduler.step(epoch + 1, train_metrics['loss'] if metric is None else metric)
 
     if args.distributed:
         torch.distributed.destroy_process_group()

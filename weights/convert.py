@@ -17,7 +17,8 @@ import sys
 import timm
 import torch
 
-import timm_inti
+from timm_inti.checkpoints import create_model
+from timm_inti.cli import CommandError, add_debug_argument, command, positive_int
 from timm_inti.hub import read_checkpoint, save_pretrained
 
 
@@ -30,33 +31,33 @@ def image_tower(model, state_dict):
         img_size=model.patch_embed.img_size, act_layer=type(act)).eval()
 
 
+@command('convert.py')
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog='convert.py', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('source', help='CLIP image checkpoint (OpenAI, open_clip or timm format)')
-    parser.add_argument('--model', required=True, help='registered InTI model, optionally with a tag: inti_vit_b16.laion2b')
+    parser.add_argument('--model', required=True,
+                        help='registered InTI model, optionally with a tag: inti_vit_b16.laion2b')
     parser.add_argument('--out', required=True, help='output folder')
-    parser.add_argument('--num-frames', type=int, default=None)
+    parser.add_argument('--num-frames', type=positive_int, default=None)
     parser.add_argument('--allow-pickle', action='store_true', help='read arbitrary pickles (trusted files only)')
     parser.add_argument('--no-verify', dest='verify', action='store_false')
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
 
-    try:
-        state_dict = read_checkpoint(args.source, allow_pickle=args.allow_pickle)
-        kwargs = {} if args.num_frames is None else dict(num_frames=args.num_frames)
-        model = timm.create_model(
-            args.model, pretrained=True, pretrained_cfg_overlay=dict(state_dict=state_dict, file=args.source),
-            **kwargs).eval()
-    except timm_inti.CheckpointError as e:
-        print(f'convert: error: {e}', file=sys.stderr)
-        return 2
+    state_dict = read_checkpoint(args.source, allow_pickle=args.allow_pickle)
+    kwargs = {} if args.num_frames is None else dict(num_frames=args.num_frames)
+    model = create_model(
+        args.model, pretrained=True, pretrained_cfg_overlay=dict(state_dict=state_dict, file=args.source),
+        **kwargs).eval()
     if args.verify:
         x = torch.randn(2, 3, 1, *model.patch_embed.img_size)
         with torch.no_grad():
             diff = (model(x) - image_tower(model, state_dict)(x[:, :, 0])).abs().max().item()
         print(f'one-frame clip vs timm image tower: max |difference| {diff:.2e}', file=sys.stderr)
         if diff > 1e-4:
-            print('convert: error: the converted model does not reproduce the image tower', file=sys.stderr)
-            return 1
+            raise CommandError(f'the converted model does not reproduce the image tower of {args.source} '
+                               f'(max |difference| {diff:.2e})')
     save_pretrained(model, args.out)
     print(f'wrote {args.out}: {args.model}, InTI after {model.inti_after}, {model.num_frames} frames')
     return 0

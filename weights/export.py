@@ -10,38 +10,39 @@ The checkpoint carries the architecture (``arch``, ``model_args``) and ``label_n
 import argparse
 import sys
 
-import timm
+from timm_inti import CheckpointError
+from timm_inti.checkpoints import (
+    create_model_from_checkpoint,
+    is_training_checkpoint,
+    read_checkpoint_metadata,
+    read_label_file,
+)
+from timm_inti.cli import UsageError, add_debug_argument, command
+from timm_inti.hub import save_pretrained
 
-import timm_inti
-from timm_inti.hub import read_checkpoint, save_pretrained
 
-
+@command('export.py')
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog='export.py', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('checkpoint', help='a checkpoint written by timm-inti-train')
     parser.add_argument('--out', required=True, help='output folder')
     parser.add_argument('--use-ema', action='store_true', help='export the EMA weights')
     parser.add_argument('--labels', default=None, help='class names, one per line (default: the checkpoint\'s)')
     parser.add_argument('--finetuned-on', default='a video classification dataset',
                         help='the data the weights were fine-tuned on, for the model card')
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
-    try:
-        checkpoint = read_checkpoint(args.checkpoint)
-        if not isinstance(checkpoint, dict) or 'arch' not in checkpoint or 'state_dict' not in checkpoint:
-            raise timm_inti.CheckpointError(f'{args.checkpoint}: not a timm-inti-train checkpoint (no arch / state_dict)')
-        key = 'state_dict_ema' if args.use_ema else 'state_dict'
-        if checkpoint.get(key) is None:
-            raise timm_inti.CheckpointError(f'{args.checkpoint}: no {key} in the checkpoint')
-        model = timm.create_model(checkpoint['arch'], **checkpoint.get('model_args', {}))
-        model.load_state_dict(timm.models.clean_state_dict(checkpoint[key]))
-        labels = checkpoint.get('label_names')
-        if args.labels:
-            with open(args.labels) as f:
-                labels = [line.strip() for line in f if line.strip()]
-        save_pretrained(model.eval(), args.out, label_names=labels, finetuned_on=args.finetuned_on)
-    except (timm_inti.CheckpointError, ValueError, OSError) as e:
-        print(f'export: error: {e}', file=sys.stderr)
-        return 2
+    checkpoint = read_checkpoint_metadata(args.checkpoint)
+    if not is_training_checkpoint(checkpoint):
+        raise CheckpointError(f'{args.checkpoint}: not a timm-inti-train checkpoint (no arch / state_dict); '
+                              f'weights/convert.py converts plain weights')
+    labels = read_label_file(args.labels) if args.labels else None
+    model, label_names = create_model_from_checkpoint(args.checkpoint, use_ema=args.use_ema)
+    if labels and len(labels) != model.num_classes:
+        raise UsageError(f'--labels {args.labels} holds {len(labels)} names for a model with '
+                         f'{model.num_classes} classes')
+    save_pretrained(model.eval(), args.out, label_names=labels or label_names, finetuned_on=args.finetuned_on)
     print(f"wrote {args.out}: {checkpoint['arch']}, {model.num_classes} classes, epoch {checkpoint.get('epoch')}")
     return 0
 

@@ -11,27 +11,30 @@ import argparse
 import sys
 from pathlib import Path
 
-import timm
-
-import timm_inti
+from timm_inti import CheckpointError
+from timm_inti.checkpoints import create_model
+from timm_inti.cli import add_debug_argument, command
 from timm_inti.hub import publish_folder
 
 
+@command('publish.py')
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog='publish.py', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('folder', type=Path, help='a folder written by save_pretrained / export.py / convert.py')
     parser.add_argument('--repo-id', required=True, help='org/name on the Hub')
     parser.add_argument('--private', action='store_true')
     parser.add_argument('--message', default='Add InTI video model', help='commit message')
     parser.add_argument('--dry-run', action='store_true', help='check the folder, upload nothing')
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     try:
-        model = timm.create_model(f'local-dir:{args.folder}', pretrained=True)
-    except (timm_inti.CheckpointError, FileNotFoundError, RuntimeError, ValueError) as e:
-        print(f'publish: error: {args.folder} does not load back: {e}', file=sys.stderr)
-        return 2
+        model = create_model(f'local-dir:{args.folder}', pretrained=True)
+    except (CheckpointError, OSError, RuntimeError) as e:
+        raise CheckpointError(f'{args.folder} does not load back, nothing published: {e}') from e
     files = sorted(p.name for p in args.folder.iterdir() if not p.name.startswith('.'))
-    print(f'{args.folder}: {model.pretrained_cfg.get("architecture")}, {model.num_classes} classes; files: {", ".join(files)}')
+    print(f'{args.folder}: {model.pretrained_cfg.get("architecture")}, {model.num_classes} classes; '
+          f'files: {", ".join(files)}')
     if args.dry_run:
         print(f'dry run: would upload to {args.repo_id}')
         return 0

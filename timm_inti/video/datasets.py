@@ -6,8 +6,12 @@
     ``relative/path.mp4 label`` (label an index or a class name), or a CSV with ``path``
     and ``label`` columns. Paths are relative to ``root``.
 
-An item is ``(clip, label, bad)``: ``clip`` is (C, T, H, W), or (V, C, T, H, W) with several
-evaluation views (``num_clips`` temporal clips x ``num_crops`` spatial crops, clip-major);
+  * ``VideoPaths``: plain video paths without labels (``timm-inti-predict``); an item's
+    label is its position in the list.
+
+An item is ``(clip, label, bad)``: a training ``clip`` is (C, T, H, W); an evaluation one
+is always its views (V, C, T, H, W), V = ``num_clips`` temporal clips x ``num_crops`` spatial
+crops, clip-major, V = 1 included, so a batch of them is (B, V, C, T, H, W);
 ``bad`` lists the ``(path, reason)`` of videos that could not be decoded on the way.
 A video that cannot be decoded never raises inside a DataLoader worker. With
 ``bad_files='skip'`` its item has ``clip=None`` and ``collate_videos`` drops it from the
@@ -21,7 +25,7 @@ import os
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
-from timm.data.readers.reader_image_folder import find_images_and_targets
+from timm.data.readers.reader_image_folder import find_images_and_targets, natural_key
 
 from .decode import VIDEO_EXTENSIONS, VideoDecodeError, VideoInfo, read_frames
 from .prepare import MANIFEST, read_manifest
@@ -29,7 +33,7 @@ from .sampling import sample_indices
 from .transforms import create_video_transform
 
 __all__ = [
-    'VideoDataset', 'VideoFolder', 'VideoList', 'VideoBatch', 'BadVideoLog', 'collate_videos', 'create_video_datasets',
+    'VideoDataset', 'VideoFolder', 'VideoList', 'VideoPaths', 'VideoBatch', 'BadVideoLog', 'collate_videos', 'create_video_datasets',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -111,16 +115,17 @@ class VideoDataset(torch.utils.data.Dataset):
         return indices.flatten().tolist()
 
     def load(self, path: str) -> torch.Tensor:
-        """Decode, sample and transform one video (raises ``VideoDecodeError``)."""
+        """Decode, sample and transform one video: a training clip (C, T, H, W), K training clips
+        (K, C, T, H, W) with ``num_samples`` K > 1, or evaluation views (V, C, T, H, W)
+        (raises ``VideoDecodeError``)."""
         frames, _ = read_frames(path, self._indices, backend=self.backend,
                                 num_frames=self.frame_counts.get(os.path.abspath(path)))
         if self.train and self.num_samples > 1:
             return torch.stack([self.transform(clip) for clip in frames.split(self.num_frames)])  # own crops
         if self.train:
             return self.transform(frames)
-        clips = [self.transform(clip) for clip in frames.split(self.num_frames)]
-        views = torch.cat([c if c.ndim == 5 else c[None] for c in clips])  # (clips x crops, C, T, H, W)
-        return views if views.shape[0] > 1 else views[0]
+        # each temporal clip gives its crops (crops, C, T, H, W); clip-major
+        return torch.cat([self.transform(clip) for clip in frames.split(self.num_frames)])
 
     def __getitem__(self, index: int):
         bad = []
@@ -144,9 +149,31 @@ class VideoFolder(VideoDataset):
     def __init__(self, root: str, class_to_idx: Optional[Dict[str, int]] = None, **kwargs):
         if not os.path.isdir(root):
             raise FileNotFoundError(f'video folder {root} does not exist')
-        samples, class_to_idx = find_images_and_targets(root, types=VIDEO_EXTENSIONS, class_to_idx=class_to_idx)
-        if not samples:
+        files, _ = find_images_and_targets(root, types=VIDEO_EXTENSIONS)
+        if not files:
             raise FileNotFoundError(f'no videos ({", ".join(VIDEO_EXTENSIONS)}) in class folders under {root}')
+        # the class is the folder right below root, however deep the video (timm's walk names it after the
+        # innermost folder, which would merge root/a/part1 and root/b/part1); '' for a video in root itself
+        names = [os.path.normpath(os.path.relpath(path, root)).split(os.sep) for path, _ in files]
+        names = [parts[0] if len(parts) > 1 else '' for parts in names]
+        found = {name: i for i, name in enumerate(sorted(set(names), key=natural_key))}
+        samples = [(path, found[name]) for (path, _), name in zip(files, names)]
+        if '' in found:
+            loose = [os.path.basename(path) for path, target in samples if target == found['']]
+            raise ValueError(f'{root} holds {_some(loose)} outside any class folder: move each into '
+                             f'{root}/<class name>/')
+        if class_to_idx is None:
+            class_to_idx = found
+        else:  # another split's classes, in its order
+            name_of = {index: name for name, index in found.items()}
+            unknown = sorted(set(found) - set(class_to_idx))
+            if unknown:
+                files = [path for path, target in samples if name_of[target] in unknown]
+                known = _some(sorted(class_to_idx, key=class_to_idx.get), 'class', 'classes')
+                raise ValueError(f'{root}: {_some(unknown, "class", "classes")} not among the {known} of training '
+                                 f'({len(files)} videos, e.g. {files[0]}): a model cannot predict a class it was not '
+                                 f'trained on')
+            samples = [(path, class_to_idx[name_of[target]]) for path, target in samples]
         self.root = root
         self.class_to_idx = class_to_idx
         classes = sorted(class_to_idx, key=class_to_idx.get)
@@ -155,6 +182,11 @@ class VideoFolder(VideoDataset):
                 kwargs['frame_counts'] = {p: row['frames'] for p, row in read_manifest(manifest).items()}
                 break
         super().__init__(samples, classes, **kwargs)
+
+
+def _some(names: Sequence[str], one: str = 'video', many: str = 'videos', limit: int = 5) -> str:
+    shown = ', '.join(names[:limit]) + (f' and {len(names) - limit} more' if len(names) > limit else '')
+    return f'{len(names)} {one if len(names) == 1 else many} ({shown})'
 
 
 def _read_annotations(list_file: str) -> List[Tuple[str, str]]:
@@ -214,8 +246,30 @@ class VideoList(VideoDataset):
         super().__init__(samples, classes, **kwargs)
 
 
+class VideoPaths(VideoDataset):
+    """Video files without labels, for prediction: the label of item ``i`` is ``i``, its position.
+
+    Evaluation sampling and views (``train=False``); an unreadable file is skipped
+    (``clip=None``), so ``collate_videos`` drops it and the batch's ``bad`` names it. Over a
+    collection any failure of one file counts as unreadable, so that one odd file never
+    stops a run of millions.
+    """
+
+    def __init__(self, paths: Sequence[str], **kwargs):
+        super().__init__([(str(p), i) for i, p in enumerate(paths)], classes=[], train=False, bad_files='skip',
+                         **kwargs)
+
+    def load(self, path: str) -> torch.Tensor:
+        try:
+            return super().load(path)
+        except VideoDecodeError:
+            raise
+        except Exception as e:
+            raise VideoDecodeError(path, f'cannot be read ({type(e).__name__}: {e})') from e
+
+
 class VideoBatch(NamedTuple):
-    clips: torch.Tensor  # (B, C, T, H, W) or (B, V, C, T, H, W)
+    clips: torch.Tensor  # training (B, C, T, H, W); evaluation views (B, V, C, T, H, W)
     labels: torch.Tensor  # (B,)
     bad: Tuple[Tuple[str, str], ...]  # (path, reason) of videos that could not be decoded
 
@@ -272,6 +326,7 @@ def create_video_datasets(
         bad_files: str = 'skip',
         eval_only: bool = False,
         backend: Optional[str] = None,
+        classes: Optional[Sequence[str]] = None,
         scale: Tuple[float, float] = (0.08, 1.0),
         ratio: Tuple[float, float] = (3 / 4, 4 / 3),
         hflip: float = 0.5,
@@ -285,8 +340,9 @@ def create_video_datasets(
     takes the training split's classes. ``eval_only`` builds the validation split alone;
     an empty ``val_split`` builds none. ``bad_files`` is the training policy: evaluation
     always skips unreadable videos, since a stand-in would be counted twice in the metrics.
-    ``num_samples``: training clips per decoded video (repeated sampling; ``shared_frames``:
-    the same frames, own crops). Videos prepared by
+    ``classes`` (a model's class names, by index) labels the validation split when there is
+    no training split. ``num_samples``: training clips per decoded video (repeated
+    sampling; ``shared_frames``: the same frames, own crops). Videos prepared by
     ``timm-inti-prepare`` take their frame counts from its manifest.
     """
     common = dict(num_frames=num_frames, stride=stride, backend=backend)
@@ -300,7 +356,8 @@ def create_video_datasets(
     val_set = None
     if val_split:
         val_set = _split_dataset(
-            data_dir, val_split, classes=getattr(train_set, 'classes', None), train=False, num_clips=test_clips,
+            data_dir, val_split, classes=train_set.classes if train_set is not None else classes, train=False,
+            num_clips=test_clips,
             bad_files='skip',
             transform=create_video_transform(data_config, is_training=False, num_crops=test_crops), **common)
     return train_set, val_set
