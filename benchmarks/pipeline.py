@@ -48,6 +48,7 @@ import torch
 from timm.data import resolve_input_data_config
 
 import timm_inti  # noqa: F401  (registers the models)
+from timm_inti.evaluate import view_probabilities
 from timm_inti.files import write_csv, write_text
 from timm_inti.flops import formula_flops
 from timm_inti.video import VideoDataset, collate_videos, create_video_transform, probe, read_frames, sample_indices
@@ -247,12 +248,12 @@ def loader_rate(paths, transform, frames, workers, batch, batches, num_samples=1
     autocast = torch.autocast('cuda', dtype=torch.bfloat16, enabled=device == 'cuda')
     with torch.inference_mode(), autocast:
         for i, (clips, _, _) in enumerate(loader):
-            if model is not None:
-                model(clips.to(device, non_blocking=True)).float().cpu()
+            if model is not None:  # evaluation items are views (B, V, C, T, H, W): one prediction per video
+                view_probabilities(model, clips.to(device, non_blocking=True)).cpu()
             if i == 0:
                 start = time.perf_counter()
                 continue
-            clips_in = clips.shape[0] * (clips.shape[1] if clips.ndim == 6 else 1)
+            clips_in = clips.shape[0] * (clips.shape[1] if clips.ndim == 6 and model is None else 1)
             count += clips_in
             if i >= batches:
                 break
