@@ -253,7 +253,7 @@ def loader_rate(paths, transform, frames, workers, batch, batches, num_samples=1
             if i == 0:
                 start = time.perf_counter()
                 continue
-            clips_in = clips.shape[0] * (clips.shape[1] if clips.ndim == 6 else 1)
+            clips_in = clips.shape[0] * (clips.shape[1] if clips.ndim == 6 and model is None else 1)
             count += clips_in
             if i >= batches:
                 break
