@@ -1,26 +1,33 @@
-"""A small ablation of InTI on a synthetic video task that 2 CPU cores train in minutes.
+"""A small ablation of InTI on two synthetic video tasks that 2 CPU cores train in minutes.
 
-The task ("flash order"): every clip holds two flashes, saturated squares of two different
-colours (red, green or blue), each shown in a single frame, over static clutter (squares of
-muted colours, the same size) and Gaussian pixel noise. The label is the ordered colour pair,
-e.g. "red, then blue": 6 classes, chance 16.7%. Frame order matters: a clip played backwards
-shows the same flashes in the other order and has another label. Evidence is sparse in time
-(2 frames of 8), so what a merge keeps of a pair of frames matters: averaging halves a flash
-and blurs its time, dropping every other frame misses it half the time. Clips are generated in
-memory from a seed; the train set (seed 1000 + s), test set (2000 + s) and pre-training set
-(3000 + s) of seed s are disjoint draws.
+The tasks ("flash order"): every clip holds two flashes, saturated squares of two different
+colours (red, green or blue), each shown in a single frame, over clutter (squares of muted
+colours, the same size) and Gaussian pixel noise. The label is the ordered colour pair, e.g.
+"red, then blue": 6 classes, chance 16.7%. Frame order matters: a clip played backwards shows
+the same flashes in the other order and has another label. Evidence is sparse in time (2
+frames of 8), so what a merge keeps of a pair of frames matters: averaging halves a flash and
+blurs its time, dropping every other frame misses it half the time.
 
-The model: a shrunken ``inti_vit_b16`` built through timm's registry (32x32 frames, 8x8
-patches, 4 blocks of width 64, 2 heads, 8 frames). As in the paper's image-to-video setting,
-every row starts from one image model: per seed, the naive ViT is first trained on single
-frames (is there a flash in this frame, and which colour), then each row builds its video
-model on that backbone with a new head, the rest as the library initialises it for CLIP
-weights: temporal embedding at zero, InTI layers at their averaging init, adapters adding
-nothing. (Trained from scratch instead, these small models stayed near chance, under 20%, on
-the cluttered task in this budget.) Training: AdamW and a cosine schedule from timm's factories,
-cross-entropy, a fixed number of epochs.
+  * ``flash``: static clutter on black, 32x32 frames, 8x8 patches (a 4x4 patch grid).
+  * ``moving``: the harder variant. The clutter squares move (each its own velocity, up to 2
+    pixels a frame on each axis), the camera pans (up to 2 pixels a frame; the clutter, a
+    faint background texture and the flashes' places move with it), so tokens at the same
+    position of two frames no longer show the same thing; 32x32 frames with 4x4 patches, an
+    8x8 patch grid, on which InTI's 3x3 and 7x7 context windows differ from the global one.
 
-Rows (``--methods``):
+Clips are generated in memory from a seed; the train set (seed 1000 + s), test set (2000 + s)
+and pre-training set (3000 + s) of seed s are disjoint draws.
+
+The model: a shrunken ``inti_vit_b16`` built through timm's registry (4 blocks, 2 heads, 8
+frames; width 64 on the flash task, 32 on the moving one, whose 8x8 grid has 4x the tokens).
+As in the paper's image-to-video setting, every row starts from one image model: per seed,
+the naive ViT is first trained on single frames (is there a flash in this frame, and which
+colour), then each row builds its video model on that backbone with a new head, the rest as
+the library initialises it for CLIP weights: temporal embedding at zero, InTI layers at their
+averaging init, adapters adding nothing. Training: AdamW and a cosine schedule from timm's
+factories, cross-entropy, a fixed number of epochs.
+
+Rows (``--methods``; default: the first six, and ``inti_motion`` on the moving task):
 
   * ``naive``: every block sees every frame (``inti_after=()``);
   * ``frame_subsampling``: the naive model on every other frame, in training and test;
@@ -28,27 +35,53 @@ Rows (``--methods``):
   * ``inti``: InTI after block 1 (a quarter of the blocks, the paper's schedule): learned,
     multi-scale, softmax-normalised weights;
   * ``inti_single_scale``: InTI with the token itself as its only context scale;
-  * ``inti_sigmoid``: InTI with independent sigmoid gates instead of the softmax;
-  * ``inti_temporal``: InTI plus a spatio-temporal adapter (width 32) before every block;
   * ``tome``: the naive model with ToMe-style token merging inside every frame, its merge
-    rate chosen so that its GFLOPs come closest to ``inti``'s.
+    rate chosen so that its GFLOPs come closest to ``inti``'s;
+  * ``inti_motion``: InTI whose merge follows motion: a token of the first frame is combined
+    with a 3x3 neighbourhood of the second frame, weighted by a learned softmax
+    (``InTI(partner_window=3)``, swapped into the registry's model);
+  * ``inti_sigmoid``: InTI with independent sigmoid gates instead of the softmax;
+  * ``inti_temporal``: InTI plus a spatio-temporal adapter (width 32) before every block.
 
-Reported per row: test top-1 in percent, mean and sample standard deviation over the seeds
-(NaN for a single seed), and GFLOPs per clip (10^9 multiply-adds: fvcore with attention
-included, batch 1). In the CSV, ``seeds`` is the number of seeds. A seed fixes everything:
-data, initial weights and batch order; torch runs on ``--threads`` threads (default 2), so a
-rerun on the same machine reproduces the table.
+Reported per task and row: test top-1 in percent per seed, its mean, sample standard deviation
+and 95% t-interval over the seeds; top-1 on the test clips whose two flashes fall into one
+merged pair of frames; GFLOPs per clip (10^9 multiply-adds: fvcore with attention included,
+batch 1); and, for rows with a merge, the mean weight the merge gives to the flash frame at the
+flash's patches (each patch weighted by its share of the flash's pixels), over the test flashes
+whose partner frame in the pair shows no flash: 0.5 is what averaging gives. Paired
+differences: every row of a seed shares data, image backbone and batch order, so the study
+reports per-seed differences (``inti`` minus ``average_pooling``, ``naive`` and ``tome``;
+``inti`` minus ``inti_single_scale``; ``inti_motion`` minus ``inti``) with 95% t-intervals over
+the seeds (scipy's t quantile); an interval that excludes 0 is a difference these seeds
+resolve. A seed fixes everything: data, initial weights and batch order; torch runs on
+``--threads`` threads (default 2), so a rerun on the same machine reproduces the table, and
+``--first-seed`` gives fresh seeds. The script sets ``OMP_WAIT_POLICY=PASSIVE`` unless the
+environment sets it: on a shared machine, OpenMP threads that spin while they wait for a
+descheduled partner made training 10x slower; the arithmetic does not change.
 
-Results go to ``--out`` (default benchmarks/results): ablation.csv, ablation.md and
-ablation.png (no plot without matplotlib). Progress goes to stderr, the table to stdout.
+The study runs seed by seed, both tasks per seed, and rewrites its files after every seed, so
+a run stopped early leaves whole seeds behind (the markdown says it is partial).
 
-    python benchmarks/ablation.py                            # the full study: ~12 min on 2 CPU cores
+Results go to ``--out`` (default benchmarks/results): ablation.csv (per task: one line per row
+and one per paired difference, with the per-seed values), ablation.md, ablation.png, and
+ablation_merges_TASK.png (merge pictures of the first seed's trained ``inti`` model on a test
+clip whose flashes fall into two different pairs). No pictures without matplotlib. Progress
+goes to stderr, the tables to stdout.
+
+    python benchmarks/ablation.py                            # the full study: both tasks, 5 seeds
     python benchmarks/ablation.py --quick --out /tmp/abl     # a tiny run in seconds, to check that it works
-    python benchmarks/ablation.py --methods naive inti --seeds 5
+    python benchmarks/ablation.py --task moving --first-seed 5 --seeds 5 --out /tmp/fresh
 """
+# ruff: noqa: E402  (OpenMP reads its settings when torch loads it)
+import os
+
+# OpenMP threads that spin while they wait are 10x slower when another process holds the other core
+# (measured on a shared 2-core machine: 2.3 s against 0.26 s per training step); the arithmetic is the same
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
 import argparse
 import math
-import os
+import platform
 import shlex
 import statistics
 import sys
@@ -67,12 +100,22 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import random_seed
 
 import timm_inti  # noqa: F401  (registers the models)
-from timm_inti.flops import count_flops
-
 from timm_inti.baselines import apply_tome, subsample_frames, tome_r_for_flops
 from timm_inti.files import pyplot, write_csv, write_png, write_text
+from timm_inti.flops import count_flops
+from timm_inti.inti import InTI
 
-COLUMNS = ['method', 'gflops', 'top1_mean', 'top1_std', 'seeds']
+COLUMNS = [
+    'task', 'method', 'gflops', 'seeds', 'first_seed',
+    'top1_mean', 'top1_std', 'top1_ci_low', 'top1_ci_high', 'top1_per_seed',
+    'one_pair_mean', 'one_pair_ci_low', 'one_pair_ci_high', 'one_pair_per_seed',
+    'flash_weight_mean', 'flash_weight_ci_low', 'flash_weight_ci_high', 'flash_weight_per_seed',
+]
+# paired differences (a - b) reported when both rows ran
+COMPARISONS = [
+    ('inti', 'average_pooling'), ('inti', 'naive'), ('inti', 'tome'), ('inti', 'inti_single_scale'),
+    ('inti_motion', 'inti'),
+]
 
 # ----------------------------------------------------------------------------------------------
 # The task
@@ -91,8 +134,11 @@ class TaskConfig:
         size: Frame height and width, pixels.
         square: Side of the flashes and of the clutter squares, pixels.
         colours: Flash colours, the first ones of ``PALETTE``; ``c * (c - 1)`` classes.
-        clutter: Static muted squares per clip.
+        clutter: Muted squares per clip.
         noise: Standard deviation of the Gaussian pixel noise (pixel values are in [0, 1]).
+        speed: Largest speed of a clutter square, pixels per frame on each axis (0: static).
+        pan: Largest camera speed, pixels per frame on each axis (0: a still camera).
+        texture: Contrast of the background texture (0: black), which shows the pan.
     """
     frames: int = 8
     size: int = 32
@@ -100,6 +146,9 @@ class TaskConfig:
     colours: int = 3
     clutter: int = 4
     noise: float = 0.15
+    speed: int = 0
+    pan: int = 0
+    texture: float = 0.
 
     def __post_init__(self) -> None:
         if self.frames < 2:
@@ -108,8 +157,9 @@ class TaskConfig:
             raise ValueError(f'colours must be between 2 and {len(PALETTE)}, got {self.colours}')
         if not 1 <= self.square <= self.size:
             raise ValueError(f'square must be between 1 and size={self.size}, got {self.square}')
-        if self.clutter < 0 or self.noise < 0:
-            raise ValueError(f'clutter and noise must be non-negative, got {self.clutter} and {self.noise}')
+        if self.clutter < 0 or self.noise < 0 or self.speed < 0 or self.pan < 0 or not 0 <= self.texture <= 0.5:
+            raise ValueError(f'clutter, noise, speed and pan must be non-negative and texture in [0, 0.5], '
+                             f'got {self.clutter}, {self.noise}, {self.speed}, {self.pan}, {self.texture}')
 
     @property
     def pairs(self) -> List[Tuple[int, int]]:
@@ -120,16 +170,22 @@ class TaskConfig:
     def num_classes(self) -> int:
         return len(self.pairs)
 
+    @property
+    def moving(self) -> bool:
+        return bool(self.speed or self.pan)
+
 
 class ClipSet(NamedTuple):
     """Clips of the flash-order task and what was drawn into them.
 
     clips: float32 (N, 3, T, H, W); labels: int64 (N,); frame_colour: int64 (N, T), the colour
-    index flashing in each frame or -1 for none.
+    index flashing in each frame or -1 for none; flash_box: int64 (N, 2, 3), per flash in time
+    order its frame, and the top and left pixel of its square in that frame.
     """
     clips: torch.Tensor
     labels: torch.Tensor
     frame_colour: torch.Tensor
+    flash_box: torch.Tensor
 
 
 def class_names(cfg: TaskConfig) -> List[str]:
@@ -144,18 +200,26 @@ def reversed_label(labels: torch.Tensor, cfg: TaskConfig) -> torch.Tensor:
 
 
 def _squares(top: torch.Tensor, left: torch.Tensor, side: int, size: int) -> torch.Tensor:
-    """Boolean masks of ``side`` x ``side`` squares at (top, left), any leading shape: (..., size, size)."""
+    """Boolean masks of ``side`` x ``side`` squares at (top, left), wrapping around the edges, any leading
+    shape: (..., size, size)."""
     coords = torch.arange(size)
-    rows = (coords >= top[..., None]) & (coords < top[..., None] + side)
-    cols = (coords >= left[..., None]) & (coords < left[..., None] + side)
+    rows = (coords - top[..., None]) % size < side
+    cols = (coords - left[..., None]) % size < side
     return rows[..., :, None] & cols[..., None, :]
+
+
+def _paint(clips: torch.Tensor, mask: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+    """Paint ``colour`` (N, 3) into ``clips`` (N, 3, T, H, W) where ``mask`` (N, T, H, W) is set."""
+    return torch.where(mask[:, None], rearrange(colour, 'n c -> n c () () ()'), clips)
 
 
 def make_clips(num_clips: int, seed: int, cfg: TaskConfig = TaskConfig()) -> ClipSet:
     """Generate ``num_clips`` clips of the flash-order task from ``seed``, in memory.
 
     Every class appears equally often (up to one clip), in random order. The two flash frames
-    are a uniformly random pair of distinct frames, the positions uniform over the frame.
+    are a uniformly random pair of distinct frames, the flashes' places uniform over the frame
+    they show in. With motion, clutter square k sits at ``corner_k + (v_k + v_camera) t`` in
+    frame t (wrapping around the edges) and the background texture at ``v_camera t``.
     """
     if num_clips < 1:
         raise ValueError(f'num_clips must be positive, got {num_clips}')
@@ -166,27 +230,41 @@ def make_clips(num_clips: int, seed: int, cfg: TaskConfig = TaskConfig()) -> Cli
     when = torch.rand(n, t, generator=g).argsort(dim=1)[:, :2].sort(dim=1).values     # (N, 2), t1 < t2
     where = torch.randint(0, size - side + 1, (n, 2, 2), generator=g)                # (N, flash, yx)
 
-    # static clutter: muted colours, a grey level in [0.25, 0.75] with a tint of at most +-0.1
+    # clutter: muted colours, a grey level in [0.25, 0.75] with a tint of at most +-0.1
     corner = torch.randint(0, size - side + 1, (n, cfg.clutter, 2), generator=g)
     grey = 0.25 + 0.5 * torch.rand(n, cfg.clutter, 1, generator=g)
     tint = 0.2 * (torch.rand(n, cfg.clutter, 3, generator=g) - 0.5)
     clutter_colour = grey + tint
 
+    time_axis = torch.arange(t)
     clips = torch.zeros(n, 3, t, size, size)
+    if cfg.moving:
+        velocity = torch.randint(-cfg.speed, cfg.speed + 1, (n, cfg.clutter, 2), generator=g)
+        camera = torch.randint(-cfg.pan, cfg.pan + 1, (n, 2), generator=g)
+        # clutter at corner + (v + v_camera) t: (N, K, T, yx)
+        corner = corner[:, :, None] + (velocity + camera[:, None])[:, :, None] * time_axis[:, None]
+    else:
+        camera = torch.zeros(n, 2, dtype=torch.long)
+        corner = repeat(corner, 'n k yx -> n k t yx', t=t)
+    if cfg.texture:
+        cells = cfg.texture * torch.rand(n, 1, (size + 1) // 2, (size + 1) // 2, generator=g)
+        texture = F.interpolate(cells, scale_factor=2, mode='nearest')[:, 0, :size, :size]   # (N, H, W), 2x2 cells
+        shift = camera[:, None] * time_axis[:, None]                                        # (N, T, yx)
+        rows = (torch.arange(size) - shift[..., :1]) % size                                 # (N, T, H)
+        cols = (torch.arange(size) - shift[..., 1:]) % size                                 # (N, T, W)
+        background = texture[torch.arange(n)[:, None, None, None], rows[..., :, None], cols[..., None, :]]
+        clips = clips + background[:, None]
     for k in range(cfg.clutter):
-        mask = _squares(corner[:, k, 0], corner[:, k, 1], side, size)                 # (N, H, W)
-        clips = torch.where(rearrange(mask, 'n h w -> n () () h w'),
-                            rearrange(clutter_colour[:, k], 'n c -> n c () () ()'), clips)
+        clips = _paint(clips, _squares(corner[:, k, :, 0], corner[:, k, :, 1], side, size), clutter_colour[:, k])
     palette = torch.tensor([rgb for _, rgb in PALETTE])
     frame_colour = torch.full((n, t), -1, dtype=torch.long)
     for e in range(2):
         mask = _squares(where[:, e, 0], where[:, e, 1], side, size)                   # (N, H, W)
         in_frame = F.one_hot(when[:, e], t).bool()                                     # (N, T)
-        mask = rearrange(mask, 'n h w -> n () () h w') & rearrange(in_frame, 'n t -> n () t () ()')
-        clips = torch.where(mask, rearrange(palette[colour_pair[:, e]], 'n c -> n c () () ()'), clips)
+        clips = _paint(clips, mask[:, None] & in_frame[..., None, None], palette[colour_pair[:, e]])
         frame_colour.scatter_(1, when[:, e:e + 1], colour_pair[:, e:e + 1])
     clips += cfg.noise * torch.randn(clips.shape, generator=g)
-    return ClipSet(clips, labels, frame_colour)
+    return ClipSet(clips, labels, frame_colour, torch.cat([when[..., None], where], dim=-1))
 
 
 def frame_set(data: ClipSet, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -205,23 +283,30 @@ def frame_set(data: ClipSet, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
     return rearrange(frames, 'n k c h w -> (n k) c h w'), rearrange(labels, 'n k -> (n k)')
 
 
+def flash_shares(data: ClipSet, cfg: TaskConfig, patch_size: int) -> torch.Tensor:
+    """Share of each flash's pixels in every patch of its frame: (N, 2, h, w), summing to one per flash."""
+    _, top, left = data.flash_box.unbind(dim=-1)
+    mask = _squares(top, left, cfg.square, cfg.size).float()                          # (N, 2, H, W)
+    return F.avg_pool2d(mask, patch_size) * patch_size ** 2 / cfg.square ** 2
+
+
 # ----------------------------------------------------------------------------------------------
 # The rows
 # ----------------------------------------------------------------------------------------------
 
 MODEL = 'inti_vit_b16'
-BACKBONE = dict(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=2)
 INTI_AFTER = (1,)  # after a quarter of the 4 blocks
 
 
 @dataclass(frozen=True)
 class Method:
-    """One row: ``timm.create_model(MODEL, **BACKBONE, inti_after=INTI_AFTER, **model_kwargs)``,
-    fed every ``subsample``-th frame, with ToMe merging when ``tome``."""
+    """One row: ``timm.create_model(MODEL, **task.backbone, inti_after=INTI_AFTER, **model_kwargs)``, its InTI
+    layers rebuilt with ``inti_layer`` when given, fed every ``subsample``-th frame, with ToMe merging when ``tome``."""
     name: str
     model_kwargs: Dict = field(default_factory=dict)
     subsample: int = 1
     tome: bool = False
+    inti_layer: Dict = field(default_factory=dict)
 
 
 METHODS: Dict[str, Method] = {m.name: m for m in (
@@ -230,14 +315,83 @@ METHODS: Dict[str, Method] = {m.name: m for m in (
     Method('average_pooling', dict(inti_weighting='mean')),
     Method('inti'),
     Method('inti_single_scale', dict(inti_kernel_sizes=(1,), inti_global_context=False)),
-    Method('inti_sigmoid', dict(inti_weighting='sigmoid')),
-    Method('inti_temporal', dict(adapter_dim=BACKBONE['embed_dim'] // 2)),
     Method('tome', dict(inti_after=()), tome=True),
+    Method('inti_motion', inti_layer=dict(partner_window=3)),
+    Method('inti_sigmoid', dict(inti_weighting='sigmoid')),
+    Method('inti_temporal', dict(adapter_dim=32)),
+)}
+HEADLINE = ('naive', 'frame_subsampling', 'average_pooling', 'inti', 'inti_single_scale', 'tome')
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of one stage: AdamW with a cosine schedule stepped every update."""
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.05
+    warmup_epochs: int = 0
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """How much data and training one seed of a task gets."""
+    train_clips: int
+    test_clips: int
+    pretrain_clips: int
+    video: TrainConfig
+    image: TrainConfig
+
+
+@dataclass(frozen=True)
+class Task:
+    """A variant of the task: its clips, its model's shape, its default rows and its training budget."""
+    name: str
+    description: str
+    data: TaskConfig
+    backbone: Dict
+    methods: Tuple[str, ...]
+    study: StudyConfig
+    quick: StudyConfig
+
+    @property
+    def patch_size(self) -> int:
+        return self.backbone['patch_size']
+
+    @property
+    def grid(self) -> int:
+        return self.data.size // self.patch_size
+
+
+_QUICK = StudyConfig(train_clips=64, test_clips=64, pretrain_clips=32,
+                     video=TrainConfig(epochs=1, batch_size=32, lr=1e-3),
+                     image=TrainConfig(epochs=1, batch_size=64, lr=3e-3))
+
+# Budget: both tasks, 5 seeds, about 45 minutes on 2 quiet CPU cores (README). The flash task's learned weights
+# separate from the average only after more training than its colours need (the 24-epoch run of the first version
+# of this study), so it gets most of it; the moving task's 8x8 grid costs 4x the tokens, so its model is narrower.
+TASKS: Dict[str, Task] = {t.name: t for t in (
+    Task('flash', 'static clutter, still camera, 4x4 patch grid',
+         TaskConfig(),
+         dict(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=2),
+         HEADLINE,
+         StudyConfig(train_clips=2000, test_clips=1000, pretrain_clips=3000,
+                     video=TrainConfig(epochs=16, batch_size=32, lr=1e-3),
+                     image=TrainConfig(epochs=8, batch_size=64, lr=3e-3)),
+         _QUICK),
+    Task('moving', 'moving clutter, camera pan, 8x8 patch grid',
+         TaskConfig(clutter=6, speed=2, pan=2, texture=0.25),
+         dict(img_size=32, patch_size=4, embed_dim=32, depth=4, num_heads=2),
+         HEADLINE + ('inti_motion',),
+         StudyConfig(train_clips=1000, test_clips=1000, pretrain_clips=1500,
+                     video=TrainConfig(epochs=8, batch_size=32, lr=1e-3),
+                     image=TrainConfig(epochs=8, batch_size=64, lr=3e-3)),
+         _QUICK),
 )}
 
 
-def model_kwargs(method: Method, cfg: TaskConfig, num_classes: Optional[int] = None) -> Dict:
-    kwargs = dict(BACKBONE, num_frames=cfg.frames, num_classes=num_classes or cfg.num_classes,
+def model_kwargs(method: Method, task: Task, num_classes: Optional[int] = None) -> Dict:
+    kwargs = dict(task.backbone, num_frames=task.data.frames, num_classes=num_classes or task.data.num_classes,
                   inti_after=INTI_AFTER)
     kwargs.update(method.model_kwargs)
     return kwargs
@@ -248,10 +402,10 @@ def prepare(method: Method, clips: torch.Tensor) -> torch.Tensor:
     return subsample_frames(clips, method.subsample) if method.subsample > 1 else clips
 
 
-def video_init(backbone: Optional[Dict[str, torch.Tensor]], cfg: TaskConfig, seed: int) -> Dict[str, torch.Tensor]:
+def video_init(backbone: Optional[Dict[str, torch.Tensor]], task: Task, seed: int) -> Dict[str, torch.Tensor]:
     """The weights every row of ``seed`` starts from: the image backbone, a new head, a zero temporal embedding."""
     torch.manual_seed(seed)
-    model = timm.create_model(MODEL, **model_kwargs(METHODS['naive'], cfg))
+    model = timm.create_model(MODEL, **model_kwargs(METHODS['naive'], task))
     if backbone is not None:
         # not the image model's temporal embedding: one-frame inputs resample it and train its middle entries
         fresh = ('head.', 'temporal_embed')
@@ -263,11 +417,16 @@ def video_init(backbone: Optional[Dict[str, torch.Tensor]], cfg: TaskConfig, see
     return model.state_dict()
 
 
-def build_model(method: Method, cfg: TaskConfig, init: Dict[str, torch.Tensor], seed: int,
+def build_model(method: Method, task: Task, init: Dict[str, torch.Tensor], seed: int,
                 tome_r: Optional[int]) -> nn.Module:
     """The row's model, starting from ``init`` (the naive model's weights); its own layers keep their init."""
     torch.manual_seed(seed)
-    model = timm.create_model(MODEL, **model_kwargs(method, cfg))
+    model = timm.create_model(MODEL, **model_kwargs(method, task))
+    for key, layer in list(model.inti.items()) if method.inti_layer else ():
+        model.inti[key] = InTI(
+            model.embed_dim, num_prefix_tokens=layer.num_prefix_tokens, hidden_dim=layer.reduce.out_features,
+            kernel_sizes=layer.kernel_sizes, global_context=layer.global_context, weighting=layer.weighting,
+            **method.inti_layer)
     missing, unexpected = model.load_state_dict(init, strict=False)
     own = [k for k in missing if not k.startswith(model.video_only_prefixes)]
     if unexpected or own:
@@ -279,33 +438,24 @@ def build_model(method: Method, cfg: TaskConfig, init: Dict[str, torch.Tensor], 
     return model
 
 
-def gflops_of(method: Method, cfg: TaskConfig, tome_r: Optional[int]) -> float:
+def gflops_of(method: Method, task: Task, tome_r: Optional[int]) -> float:
     """GFLOPs (10^9 multiply-adds, fvcore with attention) of one clip through the row's model."""
-    init = video_init(None, cfg, 0)
-    model = build_model(method, cfg, init, 0, tome_r).eval()
+    init = video_init(None, task, 0)
+    model = build_model(method, task, init, 0, tome_r).eval()
+    cfg = task.data
     return count_flops(model, prepare(method, torch.zeros(1, 3, cfg.frames, cfg.size, cfg.size))).gflops
 
 
-def find_tome_r(cfg: TaskConfig) -> int:
+def find_tome_r(task: Task) -> int:
     """The ToMe merge rate whose GFLOPs come closest to the ``inti`` row's."""
-    target = gflops_of(METHODS['inti'], cfg, None)
-    kwargs = model_kwargs(METHODS['tome'], cfg)
+    target = gflops_of(METHODS['inti'], task, None)
+    kwargs = model_kwargs(METHODS['tome'], task)
     return tome_r_for_flops(MODEL, kwargs.pop('num_frames'), target, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation of one stage: AdamW with a cosine schedule stepped every update."""
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float = 0.05
-    warmup_epochs: int = 0
-
 
 def fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, train_cfg: TrainConfig, seed: int,
         transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> float:
@@ -345,193 +495,388 @@ def predict(model: nn.Module, method: Method, clips: torch.Tensor, batch_size: i
     return torch.cat([model(prepare(method, clips[i:i + batch_size])) for i in range(0, len(clips), batch_size)])
 
 
-def pretrain_backbone(cfg: TaskConfig, seed: int, num_clips: int, train_cfg: TrainConfig) -> Dict[str, torch.Tensor]:
+@torch.no_grad()
+def flash_frame_weight(model: nn.Module, data: ClipSet, task: Task, batch_size: int = 256) -> float:
+    """Mean weight the first InTI layer gives to the flash frame at the flash's patches.
+
+    Over the flashes whose partner frame (the other frame of its merged pair) shows no flash;
+    each patch counts with its share of the flash's pixels. Averaging gives 0.5.
+    """
+    from timm_inti.visualize import merge_weights
+    model.eval()
+    first, second = [], []
+    for i in range(0, len(data.labels), batch_size):
+        merges = merge_weights(model, data.clips[i:i + batch_size])[0]
+        first.append(merges.weights)
+        second.append(merges.second)
+    first, second = torch.cat(first), torch.cat(second)                              # (N, P, h, w)
+    frame = data.flash_box[..., 0]                                                    # (N, 2)
+    partner = frame ^ 1
+    alone = (partner < data.frame_colour.shape[1]) & (
+        data.frame_colour.gather(1, partner.clamp(max=data.frame_colour.shape[1] - 1)) < 0)
+    pair = repeat((frame // 2).clamp(max=first.shape[1] - 1), 'n e -> n e h w', h=first.shape[2], w=first.shape[3])
+    weight = torch.where(rearrange(frame % 2 == 0, 'n e -> n e () ()'),
+                         first.gather(1, pair), second.gather(1, pair))                 # (N, 2, h, w)
+    per_flash = (weight * flash_shares(data, task.data, task.patch_size)).sum(dim=(-2, -1))
+    return per_flash[alone].mean().item()
+
+
+def pretrain_backbone(task: Task, seed: int, num_clips: int, train_cfg: TrainConfig) -> Dict[str, torch.Tensor]:
     """The image model of ``seed``: the naive ViT trained on single frames (flash colour or none)."""
-    frames, labels = frame_set(make_clips(num_clips, 3000 + seed, cfg), seed)
+    frames, labels = frame_set(make_clips(num_clips, 3000 + seed, task.data), seed)
     random_seed(seed)
-    model = timm.create_model(MODEL, **model_kwargs(METHODS['naive'], cfg, num_classes=1 + cfg.colours))
+    model = timm.create_model(MODEL, **model_kwargs(METHODS['naive'], task, num_classes=1 + task.data.colours))
     fit(model, frames, labels, train_cfg, seed)
     return model.state_dict()
 
 
+def one_pair(data: ClipSet) -> torch.Tensor:
+    """The clips whose two flashes fall into one merged pair of frames."""
+    frame = data.flash_box[..., 0]
+    return frame[:, 0] // 2 == frame[:, 1] // 2
+
+
 def run_row(method: Method, seed: int, init: Dict[str, torch.Tensor], train_set: ClipSet, test_set: ClipSet,
-            cfg: TaskConfig, train_cfg: TrainConfig, tome_r: Optional[int]) -> Dict[str, float]:
-    """Train one row for one seed; test top-1 in %, overall and on clips whose flashes share an InTI pair."""
+            task: Task, train_cfg: TrainConfig, tome_r: Optional[int]) -> Tuple[Dict[str, float], nn.Module]:
+    """Train one row for one seed: test top-1 in %, overall and on clips whose flashes share an InTI pair,
+    the flash-frame weight (NaN without a merge), the last epoch's loss; and the trained model."""
     random_seed(seed)
-    model = build_model(method, cfg, init, seed, tome_r)
+    model = build_model(method, task, init, seed, tome_r)
     loss = fit(model, train_set.clips, train_set.labels, train_cfg, seed, transform=lambda x: prepare(method, x))
     logits = predict(model, method, test_set.clips)
-    flash_frames = (test_set.frame_colour >= 0).nonzero()[:, 1].view(-1, 2)
-    one_pair = flash_frames[:, 0] // 2 == flash_frames[:, 1] // 2
+    same_pair = one_pair(test_set)
     correct = logits.argmax(dim=1) == test_set.labels
+    weight = flash_frame_weight(model, test_set, task) if len(model.inti) and method.subsample == 1 else math.nan
     return dict(
         top1=100 * correct.sum().item() / len(correct),
-        top1_one_pair=100 * correct[one_pair].sum().item() / max(int(one_pair.sum()), 1),
+        one_pair=100 * correct[same_pair].sum().item() / max(int(same_pair.sum()), 1),
+        flash_weight=weight,
         loss=loss,
-    )
+    ), model
 
 
 # ----------------------------------------------------------------------------------------------
 # The study
 # ----------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class StudyConfig:
-    task: TaskConfig = TaskConfig()
-    train_clips: int = 2000
-    test_clips: int = 1000
-    pretrain_clips: int = 3000
-    video: TrainConfig = TrainConfig(epochs=8, batch_size=32, lr=1e-3)
-    image: TrainConfig = TrainConfig(epochs=8, batch_size=64, lr=3e-3)
+def t_interval(values: Sequence[float]) -> Tuple[float, float, float, float]:
+    """Mean, sample standard deviation and the 95% t-interval of the mean (NaN where undefined)."""
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan, math.nan, math.nan
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, math.nan, math.nan, math.nan
+    from scipy.stats import t
+    std = statistics.stdev(values)
+    half = t.ppf(0.975, len(values) - 1) * std / math.sqrt(len(values))
+    return mean, std, mean - half, mean + half
 
 
-QUICK = StudyConfig(
-    train_clips=64, test_clips=64, pretrain_clips=32,
-    video=TrainConfig(epochs=1, batch_size=32, lr=1e-3),
-    image=TrainConfig(epochs=1, batch_size=64, lr=3e-3))
+def summarise(task: str, method: str, gflops: float, seeds: Sequence[int], per_seed: Dict[str, List[float]]) -> Dict:
+    """One CSV line: per-seed values, their means and 95% intervals."""
+    row = dict(task=task, method=method, gflops=gflops, seeds=len(seeds), first_seed=seeds[0])
+    for key, column in (('top1', 'top1'), ('one_pair', 'one_pair'), ('flash_weight', 'flash_weight')):
+        mean, std, low, high = t_interval(per_seed[key])
+        row.update({f'{column}_mean': mean, f'{column}_ci_low': low, f'{column}_ci_high': high,
+                    f'{column}_per_seed': ' '.join(f'{v:.6g}' for v in per_seed[key])})
+        if column == 'top1':
+            row['top1_std'] = std
+    return row
 
 
-def run_study(methods: Sequence[str], seeds: Sequence[int], study: StudyConfig) -> List[Dict]:
-    """Train and test every method on every seed; one result row per method."""
-    cfg = study.task
-    tome_r = find_tome_r(cfg) if 'tome' in methods else None
-    if tome_r is not None:
-        print(f'ToMe merge rate for the inti GFLOPs: r={tome_r}', file=sys.stderr, flush=True)
-    gflops = {name: gflops_of(METHODS[name], cfg, tome_r) for name in methods}
-    results = {name: [] for name in methods}
-    jobs, done = len(methods) * len(seeds), 0
-    for seed in seeds:
-        start = time.perf_counter()
-        backbone = pretrain_backbone(cfg, seed, study.pretrain_clips, study.image)
-        init = video_init(backbone, cfg, seed)
-        train_set = make_clips(study.train_clips, 1000 + seed, cfg)
-        test_set = make_clips(study.test_clips, 2000 + seed, cfg)
-        print(f'seed {seed}: image pre-training and data, {time.perf_counter() - start:.0f} s',
+class TaskRun:
+    """One task's study in progress: its rows, their GFLOPs, and the results of the seeds run so far."""
+
+    def __init__(self, task: Task, methods: Sequence[str], study: StudyConfig):
+        self.task, self.methods, self.study = task, list(methods), study
+        self.tome_r = find_tome_r(task) if 'tome' in methods else None
+        if self.tome_r is not None:
+            print(f'{task.name}: ToMe merge rate for the inti GFLOPs: r={self.tome_r}', file=sys.stderr, flush=True)
+        self.gflops = {name: gflops_of(METHODS[name], task, self.tome_r) for name in methods}
+        self.seeds: List[int] = []
+        self.results: Dict[str, List[Dict[str, float]]] = {name: [] for name in methods}
+        self.kept: Dict[str, Tuple[nn.Module, ClipSet]] = {}
+        self.seconds = 0.
+
+    def run_seed(self, seed: int, keep: Sequence[str] = ('inti',)) -> None:
+        """Train and test every row on ``seed``; keep the first seed's trained ``keep`` models and test set."""
+        task, study, start = self.task, self.study, time.perf_counter()
+        backbone = pretrain_backbone(task, seed, study.pretrain_clips, study.image)
+        init = video_init(backbone, task, seed)
+        train_set = make_clips(study.train_clips, 1000 + seed, task.data)
+        test_set = make_clips(study.test_clips, 2000 + seed, task.data)
+        print(f'{task.name} seed {seed}: image pre-training and data, {time.perf_counter() - start:.0f} s',
               file=sys.stderr, flush=True)
-        for name in methods:
-            start = time.perf_counter()
-            result = run_row(METHODS[name], seed, init, train_set, test_set, cfg, study.video, tome_r)
-            results[name].append(result)
-            done += 1
-            print(f"[{done}/{jobs}] seed {seed} {name}: top-1 {result['top1']:.1f}% "
-                  f"(flashes in one pair: {result['top1_one_pair']:.1f}%), last-epoch loss {result['loss']:.3f}, "
-                  f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-    rows = []
-    for name in methods:
-        top1 = [r['top1'] for r in results[name]]
-        rows.append(dict(
-            method=name,
-            gflops=gflops[name],
-            top1_mean=statistics.fmean(top1),
-            top1_std=statistics.stdev(top1) if len(top1) > 1 else math.nan,
-            seeds=len(top1),
-            top1_all=top1,
-            top1_one_pair=statistics.fmean(r['top1_one_pair'] for r in results[name]),
-            tome_r=tome_r if METHODS[name].tome else None,
-            per_seed=results[name],
-        ))
-    return rows
+        for name in self.methods:
+            row_start = time.perf_counter()
+            result, model = run_row(METHODS[name], seed, init, train_set, test_set, task, study.video, self.tome_r)
+            self.results[name].append(result)
+            if not self.seeds and name in keep:
+                self.kept[name] = (model, test_set)
+            print(f"[{task.name}] seed {seed} {name}: top-1 {result['top1']:.1f}% "
+                  f"(flashes in one pair: {result['one_pair']:.1f}%), flash-frame weight {result['flash_weight']:.3f}, "
+                  f"last-epoch loss {result['loss']:.3f}, {time.perf_counter() - row_start:.0f} s",
+                  file=sys.stderr, flush=True)
+        self.seeds.append(seed)
+        self.seconds += time.perf_counter() - start
+
+    def rows(self) -> List[Dict]:
+        """CSV lines: one per row, then one per paired difference, with the per-seed results under ``per_seed``."""
+        keys = ('top1', 'one_pair', 'flash_weight')
+        rows = []
+        for name in self.methods:
+            per_seed = {key: [r[key] for r in self.results[name]] for key in keys}
+            row = summarise(self.task.name, name, self.gflops[name], self.seeds, per_seed)
+            row.update(per_seed=self.results[name], tome_r=self.tome_r if METHODS[name].tome else None, kind='row')
+            rows.append(row)
+        for a, b in COMPARISONS:
+            if a in self.results and b in self.results:
+                per_seed = {key: [x[key] - y[key] for x, y in zip(self.results[a], self.results[b])] for key in keys}
+                row = summarise(self.task.name, f'{a} - {b}', self.gflops[a] - self.gflops[b], self.seeds, per_seed)
+                row.update(per_seed=per_seed, tome_r=None, kind='difference')
+                rows.append(row)
+        return rows
+
+
+def run_study(task: Task, methods: Sequence[str], seeds: Sequence[int], study: StudyConfig,
+              keep: Sequence[str] = ('inti',)) -> Tuple[List[Dict], Dict[str, Tuple[nn.Module, ClipSet]]]:
+    """Train and test every method on every seed of ``task``: the CSV lines, and the first seed's kept models."""
+    run = TaskRun(task, methods, study)
+    for seed in seeds:
+        run.run_seed(seed, keep)
+    return run.rows(), run.kept
 
 
 # ----------------------------------------------------------------------------------------------
 # Output
 # ----------------------------------------------------------------------------------------------
 
-def markdown(rows: List[Dict], study: StudyConfig, command: str) -> str:
-    naive = next((r['gflops'] for r in rows if r['method'] == 'naive'), None)
-    headers = ['method', 'GFLOPs', 'vs naive', 'top-1 (%)', 'per seed', 'top-1, both flashes in one pair (%)']
-    lines = ['| ' + ' | '.join(headers) + ' |', '|' + '---|' * len(headers)]
-    for r in rows:
-        name = r['method'] + (f" (r={r['tome_r']})" if r['tome_r'] is not None else '')
-        ratio = f"{100 * r['gflops'] / naive:.1f}%" if naive else '-'
-        std = '' if math.isnan(r['top1_std']) else f" ± {r['top1_std']:.1f}"
-        per_seed = ', '.join(f'{v:.1f}' for v in r['top1_all'])
-        lines.append(f"| {name} | {r['gflops']:.4f} | {ratio} | {r['top1_mean']:.1f}{std} | {per_seed} "
-                     f"| {r['top1_one_pair']:.1f} |")
-    cfg, video = study.task, study.video
+def _ci(row: Dict, key: str, digits: int = 1) -> str:
+    mean, low, high = row[f'{key}_mean'], row[f'{key}_ci_low'], row[f'{key}_ci_high']
+    if math.isnan(mean):
+        return '-'
+    if math.isnan(low):
+        return f'{mean:.{digits}f}'
+    return f'{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]'
+
+
+def verdict(row: Dict) -> str:
+    """What the 95% interval of a paired difference says."""
+    low, high = row['top1_ci_low'], row['top1_ci_high']
+    if math.isnan(low):
+        return 'one seed: no interval'
+    a, b = row['method'].split(' - ')
+    if low > 0:
+        return f'{a} ahead'
+    if high < 0:
+        return f'{b} ahead'
+    return 'not resolved'
+
+
+def markdown(task: Task, rows: List[Dict], study: StudyConfig, command: str) -> str:
+    """The task's tables: rows, then paired differences."""
+    methods = [r for r in rows if r['kind'] == 'row']
+    differences = [r for r in rows if r['kind'] == 'difference']
+    naive = next((r['gflops'] for r in methods if r['method'] == 'naive'), None)
+    cfg, video = task.data, study.video
+    seeds = methods[0]['seeds'] if methods else 0
+    first = methods[0]['first_seed'] if methods else 0
+    lines = [
+        f'### Task `{task.name}`: {task.description}', '',
+        '| method | GFLOPs (vs naive) | top-1 (%) [95% CI] | per seed | top-1, both flashes in one pair (%) '
+        '| weight on the flash frame |',
+        '|---|---|---|---|---|---|',
+    ]
+    for r in methods:
+        name = f"`{r['method']}`" + (f" (r={r['tome_r']})" if r['tome_r'] is not None else '')
+        ratio = f" ({100 * r['gflops'] / naive:.1f}%)" if naive else ''
+        per_seed = ', '.join(f"{x['top1']:.1f}" for x in r['per_seed'])
+        lines.append(f"| {name} | {r['gflops']:.4f}{ratio} | {_ci(r, 'top1')} | {per_seed} | {_ci(r, 'one_pair')} "
+                     f"| {_ci(r, 'flash_weight', 3)} |")
+    if differences:
+        lines += ['', '| paired difference | GFLOPs | top-1 (points) [95% CI] | per seed '
+                      '| both flashes in one pair (points) [95% CI] | what the interval says |',
+                  '|---|---|---|---|---|---|']
+        for r in differences:
+            per_seed = ', '.join(f'{v:+.1f}' for v in r['per_seed']['top1'])
+            lines.append(f"| `{r['method']}` | {r['gflops']:+.4f} | {_ci(r, 'top1')} | {per_seed} "
+                         f"| {_ci(r, 'one_pair')} | {verdict(r)} |")
     lines += [
         '',
-        f'Task: flash order ({cfg.num_classes} classes, chance {100 / cfg.num_classes:.1f}%; {cfg.frames} frames of '
-        f'{cfg.size}x{cfg.size}, {cfg.clutter} clutter squares, noise {cfg.noise}); {study.train_clips} training and '
+        f'Task: flash order, {task.description} ({cfg.num_classes} classes, chance {100 / cfg.num_classes:.1f}%; '
+        f'{cfg.frames} frames of {cfg.size}x{cfg.size}, {cfg.clutter} clutter squares'
+        + (f' moving up to {cfg.speed} px/frame, camera pan up to {cfg.pan} px/frame, texture {cfg.texture}'
+           if cfg.moving else ', static') + f', noise {cfg.noise}); {study.train_clips} training and '
         f'{study.test_clips} test clips per seed. Model: {MODEL} shrunken to '
-        + ', '.join(f'{k}={v}' for k, v in BACKBONE.items())
-        + f', InTI after block {INTI_AFTER[0]}; image pre-training on single frames, then {video.epochs} epochs of '
-        f'AdamW (lr {video.lr}, batch {video.batch_size}, cosine). Top-1: mean ± sample std over '
-        f'{rows[0]["seeds"] if rows else 0} seeds; last column: the test clips whose two flash frames make one '
-        f'merged pair (about 1 in 7). GFLOPs: 10^9 multiply-adds per clip (fvcore, attention included). '
+        + ', '.join(f'{k}={v}' for k, v in task.backbone.items())
+        + f', InTI after block {INTI_AFTER[0]}; image pre-training on {study.pretrain_clips} clips\' single frames '
+        f'({study.image.epochs} epochs), then {video.epochs} epochs of AdamW (lr {video.lr}, batch {video.batch_size}, '
+        f'cosine). {seeds} seeds ({first}-{first + seeds - 1}); intervals: 95% t-intervals over the seeds; paired '
+        f'differences are taken seed by seed (same data, backbone and batch order). "Both flashes in one pair": the '
+        f'test clips whose two flash frames make one merged pair (about 1 in 7). Weight on the flash frame: the first '
+        f'InTI layer\'s weight for the flash frame at the flash\'s patches, on test flashes whose partner frame shows '
+        f'no flash (averaging: 0.5). GFLOPs: 10^9 multiply-adds per clip (fvcore, attention included). '
         f'Command: `{command}`',
     ]
     return '\n'.join(lines)
 
 
-def plot(rows: List[Dict], path: Path) -> bool:
+def plot(results: Dict[str, List[Dict]], path: Path) -> bool:
+    """Per task: top-1 against GFLOPs with 95% intervals, and the paired differences with theirs."""
     plt = pyplot()
     if plt is None:
         return False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
-        std = 0. if math.isnan(r['top1_std']) else r['top1_std']
-        ax.errorbar(r['gflops'], r['top1_mean'], yerr=std, marker='o', capsize=3, linestyle='none', label=r['method'])
-    # labels right of their points, pushed apart vertically where points crowd
-    ax.margins(x=0.12)
-    (left, right), (low, high) = ax.get_xlim(), ax.get_ylim()
-    shift, gap, last = (right - left) / 50, (high - low) / 25, -math.inf
-    for r in sorted(rows, key=lambda r: r['top1_mean']):
-        last = max(r['top1_mean'], last + gap)
-        ax.annotate(r['method'], (r['gflops'], r['top1_mean']), xytext=(r['gflops'] + shift, last), textcoords='data',
-                    fontsize=8, va='center', ha='left', arrowprops=dict(arrowstyle='-', color='0.6', lw=0.5))
-    ax.set_xlabel('GFLOPs per clip (10^9 multiply-adds)')
-    ax.set_ylabel('test top-1 (%)')
-    ax.set_title(f"InTI ablation, flash-order task (mean ± std over {rows[0]['seeds']} seeds)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc='best')
+    fig, axes = plt.subplots(len(results), 2, figsize=(13, 4.5 * len(results)), squeeze=False)
+    for (ax, forest), (name, rows) in zip(axes, results.items()):
+        methods = [r for r in rows if r['kind'] == 'row']
+        for r in methods:
+            low, high = r['top1_ci_low'], r['top1_ci_high']
+            err = [[0.], [0.]] if math.isnan(low) else [[r['top1_mean'] - low], [high - r['top1_mean']]]
+            ax.errorbar(r['gflops'], r['top1_mean'], yerr=err, marker='o', capsize=3, linestyle='none',
+                        label=r['method'])
+        ax.margins(x=0.15)
+        (left, right), (low, high) = ax.get_xlim(), ax.get_ylim()
+        shift, gap, last = (right - left) / 50, (high - low) / 25, -math.inf
+        for r in sorted(methods, key=lambda r: r['top1_mean']):
+            last = max(r['top1_mean'], last + gap)
+            ax.annotate(r['method'], (r['gflops'], r['top1_mean']), xytext=(r['gflops'] + shift, last),
+                        textcoords='data', fontsize=8, va='center', ha='left',
+                        arrowprops=dict(arrowstyle='-', color='0.6', lw=0.5))
+        ax.set_xlabel('GFLOPs per clip (10^9 multiply-adds)')
+        ax.set_ylabel('test top-1 (%)')
+        ax.set_title(f"task '{name}': top-1, mean and 95% interval over {methods[0]['seeds']} seeds", fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc='best')
+
+        differences = [r for r in rows if r['kind'] == 'difference']
+        for y, r in enumerate(differences):
+            for key, offset, colour, label in (('top1', 0.12, 'C0', 'all test clips'),
+                                               ('one_pair', -0.12, 'C1', 'both flashes in one pair')):
+                mean, low, high = r[f'{key}_mean'], r[f'{key}_ci_low'], r[f'{key}_ci_high']
+                err = [[0.], [0.]] if math.isnan(low) else [[mean - low], [high - mean]]
+                forest.errorbar(mean, y + offset, xerr=err, marker='o', capsize=3, color=colour,
+                                label=label if y == 0 else None)
+        forest.axvline(0, color='0.3', lw=0.8)
+        forest.set_yticks(range(len(differences)), [r['method'] for r in differences], fontsize=8)
+        forest.invert_yaxis()
+        forest.set_xlabel('paired difference in top-1 (points), mean and 95% interval over seeds')
+        forest.set_title(f"task '{name}': differences seed by seed", fontsize=10)
+        forest.grid(True, axis='x', alpha=0.3)
+        if differences:
+            forest.legend(fontsize=7, loc='best')
     fig.tight_layout()
     write_png(path, fig)
     return True
 
 
+def picture_clip(data: ClipSet) -> int:
+    """A test clip whose two flashes fall into two different pairs, each beside a frame without a flash."""
+    frame = data.flash_box[..., 0]
+    apart = (frame[:, 0] // 2 != frame[:, 1] // 2).nonzero()
+    if not len(apart):
+        return 0
+    return int(apart[0])
+
+
+def write_pictures(task: Task, kept: Dict[str, Tuple[nn.Module, ClipSet]], out: Path) -> List[Path]:
+    """ablation_merges_TASK.png: the contact sheet of the first seed's trained ``inti`` on one test clip."""
+    if pyplot() is None or 'inti' not in kept:
+        return []
+    from timm_inti.visualize import display_frames, show_merges
+    model, data = kept['inti']
+    index = picture_clip(data)
+    clip = data.clips[index]
+    frame, top, left = data.flash_box[index].T.tolist()
+    colours = [PALETTE[c][0] for c in data.frame_colour[index][frame].tolist()]
+    merges, fig = show_merges(model, clip, frames=display_frames(clip))
+    shares = flash_shares(ClipSet(*(x[index:index + 1] for x in data)), task.data, task.patch_size)[0]
+    weights = [float(((merges[0].weights if f % 2 == 0 else merges[0].second)[0, f // 2] * share).sum())
+               for f, share in zip(frame, shares)]
+    fig.suptitle(f"task '{task.name}': trained inti (first seed), test clip {index}\n{colours[0]} flash in frame "
+                 f"{frame[0]}, {colours[1]} in frame {frame[1]}; weight on the flash frame at the flash's patches: "
+                 f"{weights[0]:.2f} and {weights[1]:.2f}", fontsize=8)
+    path = out / f'ablation_merges_{task.name}.png'
+    write_png(path, fig)
+    return [path]
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS), metavar='METHOD',
-                        help=f"rows to run (default: all): {', '.join(METHODS)}")
-    parser.add_argument('--seeds', type=int, help='number of seeds, 0 .. N-1 (default 3; --quick: 1)')
-    parser.add_argument('--epochs', type=int, help='video training epochs (default 8; --quick: 1)')
+    parser.add_argument('--task', default='both', choices=('both',) + tuple(TASKS),
+                        help='which task (default: both)')
+    parser.add_argument('--methods', nargs='+', choices=list(METHODS), metavar='METHOD',
+                        help=f"rows to run (default: each task's own: {', '.join(HEADLINE)}, and inti_motion on "
+                             f"the moving task); any of {', '.join(METHODS)}")
+    parser.add_argument('--seeds', type=int, help='number of seeds (default 5; --quick: 1)')
+    parser.add_argument('--first-seed', type=int, default=0, help='first seed (default 0): seeds S .. S+N-1')
+    parser.add_argument('--epochs', type=int, help='video training epochs for every task (default: the task\'s)')
     parser.add_argument('--quick', action='store_true', help='a tiny configuration that runs in seconds')
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2)')
     parser.add_argument('--out', type=Path, default=Path(__file__).parent / 'results', help='output folder')
     args = parser.parse_args(argv)
     if args.seeds is None:
-        args.seeds = 1 if args.quick else 3
+        args.seeds = 1 if args.quick else 5
     if args.seeds < 1:
         parser.error(f'--seeds must be at least 1, got {args.seeds}')
+    if args.first_seed < 0:
+        parser.error(f'--first-seed must be non-negative, got {args.first_seed}')
     if args.epochs is not None and args.epochs < 1:
         parser.error(f'--epochs must be at least 1, got {args.epochs}')
     if args.threads < 1:
         parser.error(f'--threads must be at least 1, got {args.threads}')
-    if len(set(args.methods)) != len(args.methods):
+    if args.methods is not None and len(set(args.methods)) != len(args.methods):
         parser.error(f'--methods lists a method twice: {args.methods}')
     return args
+
+
+def write_results(runs: List[TaskRun], seeds: Sequence[int], args: argparse.Namespace, command: str,
+                  elapsed: float) -> List[Path]:
+    """Write the CSV, the markdown and the plot for the seeds done so far (marked partial until all are)."""
+    tables = []
+    for run in runs:
+        text = markdown(run.task, run.rows(), run.study, command) + f'\n\nWall time: {run.seconds / 60:.1f} min.'
+        if len(run.seeds) < len(seeds):
+            text = (f'**Partial: {len(run.seeds)} of {len(seeds)} seeds done ({", ".join(map(str, run.seeds))}); '
+                    f'the run goes on.**\n\n') + text
+        tables.append(text)
+    machine = platform.processor() or platform.machine()
+    write_csv(args.out / 'ablation.csv', [{k: r[k] for k in COLUMNS} for run in runs for r in run.rows()], COLUMNS)
+    write_text(args.out / 'ablation.md', '\n\n'.join(tables) + (
+        f'\n\nTotal wall time: {elapsed / 60:.1f} min on {os.cpu_count()} logical CPUs ({machine}), {args.threads} '
+        f'torch threads, torch {torch.__version__}, timm {timm.__version__}.\n'))
+    wrote = [args.out / 'ablation.csv', args.out / 'ablation.md']
+    if plot({run.task.name: run.rows() for run in runs}, args.out / 'ablation.png'):
+        wrote.append(args.out / 'ablation.png')
+    return wrote
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    study = QUICK if args.quick else StudyConfig()
-    if args.epochs is not None:
-        study = replace(study, video=replace(study.video, epochs=args.epochs))
     args.out.mkdir(parents=True, exist_ok=True)
     command = shlex.join(['python', 'benchmarks/ablation.py'] + list(sys.argv[1:] if argv is None else argv))
+    tasks = list(TASKS.values()) if args.task == 'both' else [TASKS[args.task]]
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
 
     start = time.perf_counter()
-    rows = run_study(args.methods, range(args.seeds), study)
-    elapsed = time.perf_counter() - start
-    table = markdown(rows, study, command)
-    print(table)
-    write_csv(args.out / 'ablation.csv', [{k: r[k] for k in COLUMNS} for r in rows], COLUMNS)
-    write_text(args.out / 'ablation.md', table + (
-        f'\n\nWall time: {elapsed / 60:.1f} min on {os.cpu_count()} logical CPUs, {args.threads} torch threads.\n'))
-    wrote = ['ablation.csv', 'ablation.md'] + (['ablation.png'] if plot(rows, args.out / 'ablation.png') else [])
-    print(f"\nwrote {', '.join(str(args.out / w) for w in wrote)} in {elapsed:.0f} s", file=sys.stderr)
+    runs = []
+    for task in tasks:
+        study = task.quick if args.quick else task.study
+        if args.epochs is not None:
+            study = replace(study, video=replace(study.video, epochs=args.epochs))
+        runs.append(TaskRun(task, args.methods or task.methods, study))
+    # seed by seed, every task: the files on disk always hold whole seeds of every task
+    pictures = []
+    for seed in seeds:
+        for run in runs:
+            run.run_seed(seed)
+            if len(run.seeds) == 1:
+                pictures += write_pictures(run.task, run.kept, args.out)
+        wrote = write_results(runs, seeds, args, command, time.perf_counter() - start)
+    print('\n\n'.join(markdown(run.task, run.rows(), run.study, command) for run in runs))
+    print(f"\nwrote {', '.join(str(w) for w in wrote + pictures)} in {time.perf_counter() - start:.0f} s",
+          file=sys.stderr)
     return 0
 
 

@@ -1,5 +1,9 @@
 """FLOPs of every registered InTI variant against naive per-frame adaptation.
 
+By default: every variant of CLIP ViT-B/16 and ViT-L/14 at 8, 16 and 32 frames, and the plain
+variant (one InTI layer after a quarter of the blocks) of every other backbone of the table
+(timm_inti.backbones) at 8 frames; name models to count others.
+
 For each model and clip length: fvcore's count with attention included, the naive model
 (the same ViT, with the same temporal modules if any, and ``inti_after=()``), the reduction, the InTI layers' own share, and the
 closed-form cost model of timm_inti.flops, which must agree with fvcore within 1%, and the
@@ -7,10 +11,11 @@ bound of the block schedule alone (the reduction if only the Transformer blocks 
 anything: 37.5% for one InTI layer after a quarter of the blocks); patch embedding, head and
 the InTI layers themselves make the real reduction slightly smaller.
 GFLOPs here are 10^9 multiply-adds (fvcore's convention, the one the video literature
-uses), for one 224x224 view at batch 1. No network and no weights are needed.
+uses), for one view at the model's frame size (224x224; 336x336 for the _336 models) at batch 1.
+No network and no weights are needed.
 
-    python benchmarks/flops.py                       # all variants at 8, 16 and 32 frames
-    python benchmarks/flops.py --models inti_vit_b16 --frames 8
+    python benchmarks/flops.py                       # the default set above
+    python benchmarks/flops.py --models inti_vit_b16 inti_vit_b16_siglip --frames 8 16
 """
 import argparse
 import sys
@@ -21,9 +26,13 @@ import timm
 import torch
 
 import timm_inti
+from timm_inti.backbones import BACKBONES
+from timm_inti.files import pyplot, write_csv, write_png, write_text
 from timm_inti.flops import count_flops, formula_flops
 
-from timm_inti.files import pyplot, write_csv, write_png, write_text
+# backbones whose variants the default run sweeps over clip lengths; the others at 8 frames
+SWEEP_BACKBONES = ('vit_base_patch16_clip_224', 'vit_large_patch14_clip_224')
+SWEEP_FRAMES = (8, 16, 32)
 
 COLUMNS = [
     'model', 'frames', 'params_m', 'gflops', 'naive_gflops', 'reduction_pct', 'schedule_bound_pct',
@@ -37,10 +46,21 @@ HEADERS = [
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--models', nargs='+', default=list(timm_inti.MODEL_ALIASES), help='registered model names')
-    parser.add_argument('--frames', nargs='+', type=int, default=[8, 16, 32], help='clip lengths')
+    parser.add_argument('--models', nargs='+', help='registered model names (default: see above)')
+    parser.add_argument('--frames', nargs='+', type=int, help='clip lengths (default: see above)')
     parser.add_argument('--out', type=Path, default=Path(__file__).parent / 'results', help='output folder')
     return parser.parse_args(argv)
+
+
+def default_jobs(models=None, frames=None):
+    """(model, frames) pairs: the README's set unless models or frames are given."""
+    sweep = [alias for b in SWEEP_BACKBONES for _, alias, _ in BACKBONES[b].model_names()]
+    if models is None:  # the other backbones' plain variant: their deep and temporal variants cost the same way
+        models = sweep + [alias for b in BACKBONES.values() if b.name not in SWEEP_BACKBONES
+                          for _, alias, variant in b.model_names() if not variant]
+    if frames is not None:
+        return [(name, t) for name in models for t in frames]
+    return [(name, t) for name in models for t in (SWEEP_FRAMES if name in sweep else (8,))]
 
 
 def clip(model, frames):
@@ -90,6 +110,8 @@ def plot(rows, path):
     naive_done = set()
     for name in dict.fromkeys(r['model'] for r in rows):
         mine = [r for r in rows if r['model'] == name]
+        if len(mine) < 2 and len(rows) > len(mine):
+            continue  # a single clip length is no line; the table has it
         frames = [r['frames'] for r in mine]
         ax.plot(frames, [r['gflops'] for r in mine], marker='o', label=name)
         naive = tuple(r['naive_gflops'] for r in mine)
@@ -100,7 +122,7 @@ def plot(rows, path):
     ax.set_ylabel('GFLOPs (10^9 multiply-adds)')
     ax.set_xscale('log', base=2)
     ax.set_yscale('log')
-    ax.set_title('InTI vs naive per-frame adaptation, 224x224, one view')
+    ax.set_title('InTI vs naive per-frame adaptation, one view')
     ax.legend(fontsize=8, loc='center left', bbox_to_anchor=(1.02, 0.5))  # beside the plot, not over the lines
     ax.grid(True, which='both', alpha=0.3)
     fig.tight_layout()
@@ -111,7 +133,7 @@ def plot(rows, path):
 def main(argv=None):
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    jobs = [(name, frames) for name in args.models for frames in args.frames]
+    jobs = default_jobs(args.models, args.frames)
     rows, naive_cache = [], {}
     start = time.perf_counter()
     for i, (name, frames) in enumerate(jobs, 1):
@@ -121,7 +143,8 @@ def main(argv=None):
         print(f"{rows[-1]['gflops']:.1f} GFLOPs ({time.perf_counter() - t:.1f} s)", file=sys.stderr, flush=True)
 
     table = markdown(rows) + (
-        '\n\nGFLOPs = 10^9 multiply-adds (fvcore, attention included), batch 1, one 224x224 view. '
+        '\n\nGFLOPs = 10^9 multiply-adds (fvcore, attention included), batch 1, one view at the model\'s size '
+        '(224x224; 336x336 for inti_vit_l14_336*). '
         'Block-schedule bound: the reduction if only the Transformer blocks cost anything.')
     print(table)
     write_csv(args.out / 'flops.csv', rows, COLUMNS)

@@ -1,4 +1,4 @@
-"""benchmarks/ablation.py: the flash-order task, and a --quick end-to-end run of the study."""
+"""benchmarks/ablation.py: the flash-order tasks, the flash-frame weight, the statistics, and --quick runs."""
 import csv
 import math
 
@@ -10,6 +10,7 @@ from einops import rearrange
 from benchmarks import ablation
 
 CFG = ablation.TaskConfig()
+MOVING = ablation.TASKS['moving'].data
 
 
 @pytest.fixture
@@ -45,6 +46,16 @@ def test_clips_shapes_dtypes_and_balanced_labels():
     assert ((data.frame_colour >= 0).sum(dim=1) == 2).all()
     drawn = data.frame_colour[data.frame_colour >= 0].view(-1, 2)
     assert drawn.tolist() == [list(CFG.pairs[i]) for i in data.labels.tolist()]
+    # the flash boxes name the flash frames, in time order, and squares inside the frame
+    frame, top, left = data.flash_box.unbind(dim=-1)
+    assert torch.equal(frame, (data.frame_colour >= 0).nonzero()[:, 1].view(-1, 2))
+    assert ((top >= 0) & (top <= CFG.size - CFG.square) & (left >= 0) & (left <= CFG.size - CFG.square)).all()
+    n = torch.arange(120)
+    red = torch.tensor(ablation.PALETTE[0][1])
+    for e in range(2):
+        pixel = data.clips[n, :, frame[:, e], top[:, e], left[:, e]]                   # (N, 3), with noise
+        colour = torch.tensor([ablation.PALETTE[c][1] for c in data.frame_colour[n, frame[:, e]].tolist()])
+        assert ((pixel - colour).abs() < 1).all() and red.shape == (3,)
 
 
 def test_clips_are_deterministic_under_a_seed():
@@ -54,11 +65,12 @@ def test_clips_are_deterministic_under_a_seed():
     assert not torch.allclose(a.clips, c.clips)
 
 
-def test_pixels_carry_the_label_and_reversing_the_frames_changes_it():
-    data = ablation.make_clips(300, seed=11)
-    assert torch.equal(oracle_label(data.clips, CFG), data.labels)
-    backwards = oracle_label(data.clips.flip(2), CFG)
-    assert torch.equal(backwards, ablation.reversed_label(data.labels, CFG))
+@pytest.mark.parametrize('cfg', [CFG, MOVING], ids=['flash', 'moving'])
+def test_pixels_carry_the_label_and_reversing_the_frames_changes_it(cfg):
+    data = ablation.make_clips(300, seed=11, cfg=cfg)
+    assert torch.equal(oracle_label(data.clips, cfg), data.labels)
+    backwards = oracle_label(data.clips.flip(2), cfg)
+    assert torch.equal(backwards, ablation.reversed_label(data.labels, cfg))
     assert (backwards != data.labels).all()
     assert torch.equal(ablation.reversed_label(backwards, CFG), data.labels)
     assert ablation.class_names(CFG)[0] == 'red, then green'
@@ -81,48 +93,159 @@ def test_task_config_rejects_impossible_settings():
         ablation.TaskConfig(frames=1)
 
 
+def test_moving_task_moves_the_scene_between_frames():
+    """Without noise, a frame without a flash is the previous one shifted by the camera, and not the same."""
+    cfg = ablation.TaskConfig(clutter=0, noise=0., pan=2, texture=0.25)
+    data = ablation.make_clips(40, seed=3, cfg=cfg)
+    shifts = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
+    moved = 0
+    for clip, colours in zip(data.clips, data.frame_colour):
+        quiet = [t for t in range(cfg.frames - 1) if colours[t] < 0 and colours[t + 1] < 0]
+        t = quiet[0]
+        found = [s for s in shifts if torch.equal(clip[:, t].roll(s, dims=(1, 2)), clip[:, t + 1])]
+        assert found, 'the next frame is the same texture, panned'
+        moved += found[0] != (0, 0)
+    assert moved > 30  # a still camera is one of 25 velocities
+    static = ablation.make_clips(40, seed=3, cfg=ablation.TaskConfig(noise=0.))
+    quiet = (static.frame_colour[:, 0] < 0) & (static.frame_colour[:, 1] < 0)
+    assert torch.equal(static.clips[quiet, :, 0], static.clips[quiet, :, 1])
+
+
+def test_moving_clutter_moves_each_square_on_its_own():
+    cfg = ablation.TaskConfig(clutter=3, noise=0., speed=2)
+    data = ablation.make_clips(20, seed=4, cfg=cfg)
+    first, last = data.clips[:, :, 0], data.clips[:, :, -1]
+    assert (first != last).flatten(1).any(dim=1).float().mean() > 0.9
+    # squares move, wrapping around the edges: never more than 3 squares of pixels, all of them when apart
+    lit = (data.clips.abs().sum(dim=1) > 0).flatten(2).sum(dim=2)                        # (N, T) pixels not black
+    flash = data.frame_colour >= 0
+    assert (lit[~flash] <= 3 * 16).all() and (lit[~flash] == 3 * 16).float().mean() > 0.5
+
+
+def test_flash_shares_cover_each_flash_once():
+    data = ablation.make_clips(50, seed=7)
+    shares = ablation.flash_shares(data, CFG, patch_size=8)
+    assert shares.shape == (50, 2, 4, 4)
+    torch.testing.assert_close(shares.sum(dim=(-2, -1)), torch.ones(50, 2))
+    _, top, left = data.flash_box[0, 0].tolist()
+    assert shares[0, 0, top // 8, left // 8] > 0 and shares[0, 0, (top + 3) // 8, (left + 3) // 8] > 0
+
+
+def hand_set_inti(bias: float):
+    task = ablation.TASKS['flash']
+    model = ablation.build_model(ablation.METHODS['inti'], task, ablation.video_init(None, task, 0), 0, None)
+    with torch.no_grad():
+        model.inti['1'].mlp.fc2.bias.copy_(torch.tensor([bias, 0.]))
+    return model, task
+
+
+def test_flash_frame_weight_reads_the_weights_the_merge_used():
+    """A hand-set bias gives the first frame of every pair sigmoid(b): the flash frame gets it when it comes first."""
+    data = ablation.make_clips(60, seed=9)
+    model, task = hand_set_inti(0.)
+    assert ablation.flash_frame_weight(model, data, task) == pytest.approx(0.5, abs=1e-6)
+    model, task = hand_set_inti(2.)
+    frame = data.flash_box[..., 0]
+    partner_free = data.frame_colour.gather(1, frame ^ 1) < 0
+    first = torch.sigmoid(torch.tensor(2.))
+    expected = torch.where(frame % 2 == 0, first, 1 - first)[partner_free].mean()
+    assert ablation.flash_frame_weight(model, data, task) == pytest.approx(expected.item(), abs=1e-5)
+    assert partner_free.float().mean() > 0.6
+
+
+def test_t_interval():
+    mean, std, low, high = ablation.t_interval([1., 2., 3.])
+    assert (mean, std) == (2., 1.)
+    assert (low, high) == pytest.approx((2 - 4.302653 / 3 ** 0.5, 2 + 4.302653 / 3 ** 0.5))
+    assert math.isnan(ablation.t_interval([5.])[2]) and ablation.t_interval([5.])[0] == 5.
+    assert ablation.verdict(dict(method='a - b', top1_ci_low=0.5, top1_ci_high=2.)) == 'a ahead'
+    assert ablation.verdict(dict(method='a - b', top1_ci_low=-3., top1_ci_high=-1.)) == 'b ahead'
+    assert ablation.verdict(dict(method='a - b', top1_ci_low=-1., top1_ci_high=2.)) == 'not resolved'
+
+
+def test_inti_motion_row_swaps_in_a_partner_window():
+    task = ablation.TASKS['moving']
+    model = ablation.build_model(ablation.METHODS['inti_motion'], task, ablation.video_init(None, task, 0), 0, None)
+    layer = model.inti['1']
+    assert layer.partner_window == 3 and layer.kernel_sizes == (1, 3, 7) and layer.global_context
+    out = model(torch.randn(2, 3, 8, 32, 32))
+    assert out.shape == (2, 6)
+
+
 def test_bad_flags_are_argparse_errors(capsys):
     for argv in (['--seeds', '0'], ['--methods', 'magic'], ['--epochs', '0'], ['--threads', '0'],
-                 ['--methods', 'inti', 'inti']):
+                 ['--methods', 'inti', 'inti'], ['--first-seed', '-1'], ['--task', 'spin']):
         with pytest.raises(SystemExit):
             ablation.parse_args(argv)
     assert 'invalid choice' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('argv, seeds', [
-    ([], 3), (['--quick'], 1), (['--quick', '--seeds', '2'], 2), (['--quick', '--seeds=2'], 2), (['--seeds', '5'], 5)])
-def test_seed_count_defaults_to_three_and_to_one_for_quick(argv, seeds):
-    assert ablation.parse_args(argv).seeds == seeds
+    ([], 5), (['--quick'], 1), (['--quick', '--seeds', '2'], 2), (['--quick', '--seeds=2'], 2), (['--seeds', '3'], 3)])
+def test_seed_count_defaults_to_five_and_to_one_for_quick(argv, seeds):
+    args = ablation.parse_args(argv)
+    assert args.seeds == seeds and args.first_seed == 0 and args.task == 'both' and args.methods is None
 
 
-def test_quick_run_writes_the_table(tmp_path, restore_threads):
-    assert ablation.main(['--quick', '--threads', '1', '--out', str(tmp_path)]) == 0
+def test_default_rows():
+    assert ablation.TASKS['flash'].methods == ablation.HEADLINE
+    assert ablation.TASKS['moving'].methods == ablation.HEADLINE + ('inti_motion',)
+    assert ablation.TASKS['moving'].grid == 8 and ablation.TASKS['flash'].grid == 4
+
+
+def test_quick_run_writes_tables_intervals_and_pictures(tmp_path, restore_threads):
+    assert ablation.main(['--quick', '--task', 'flash', '--seeds', '2', '--first-seed', '3', '--threads', '1',
+                          '--out', str(tmp_path)]) == 0
     with open(tmp_path / 'ablation.csv', newline='') as f:
         reader = csv.DictReader(f)
-        assert reader.fieldnames == ['method', 'gflops', 'top1_mean', 'top1_std', 'seeds']
+        assert reader.fieldnames == ablation.COLUMNS
         rows = {r['method']: r for r in reader}
-    assert list(rows) == list(ablation.METHODS)
-    gflops = {name: float(r['gflops']) for name, r in rows.items()}
+    assert list(rows) == list(ablation.HEADLINE) + [f'{a} - {b}' for a, b in ablation.COMPARISONS[:4]]
+    gflops = {name: float(rows[name]['gflops']) for name in ablation.HEADLINE}
     # the naive model on every frame costs most, every other frame exactly half of it
     assert gflops['naive'] > gflops['inti'] > gflops['frame_subsampling']
     assert gflops['frame_subsampling'] == pytest.approx(gflops['naive'] / 2, rel=1e-3)
-    # the fixed average has no weight network, the adapters cost extra, the ablations of InTI cost no more
-    assert gflops['average_pooling'] < gflops['inti'] < gflops['inti_temporal']
-    assert gflops['inti_single_scale'] <= gflops['inti'] and gflops['inti_sigmoid'] == gflops['inti']
+    assert gflops['average_pooling'] < gflops['inti'] and gflops['inti_single_scale'] <= gflops['inti']
     assert gflops['tome'] == pytest.approx(gflops['inti'], rel=0.05)
     for r in rows.values():
-        assert 0 <= float(r['top1_mean']) <= 100
-        assert math.isnan(float(r['top1_std']))  # one seed: no spread
-        assert r['seeds'] == '1'
+        assert r['task'] == 'flash' and r['seeds'] == '2' and r['first_seed'] == '3'
+        per_seed = [float(v) for v in r['top1_per_seed'].split()]
+        assert len(per_seed) == 2
+        assert float(r['top1_mean']) == pytest.approx(sum(per_seed) / 2, abs=1e-3)
+        low, high = float(r['top1_ci_low']), float(r['top1_ci_high'])
+        assert low <= float(r['top1_mean']) <= high
+    for name in ('naive', 'inti'):
+        assert 0 <= float(rows[name]['top1_mean']) <= 100
+    # the paired difference is taken seed by seed
+    inti, pool = ([float(v) for v in rows[m]['top1_per_seed'].split()] for m in ('inti', 'average_pooling'))
+    diff = [float(v) for v in rows['inti - average_pooling']['top1_per_seed'].split()]
+    assert diff == pytest.approx([a - b for a, b in zip(inti, pool)], abs=1e-3)
+    # the flash-frame weight: 0.5 for the average, none without a merge
+    assert float(rows['average_pooling']['flash_weight_mean']) == 0.5
+    assert math.isnan(float(rows['naive']['flash_weight_mean']))
+    assert 0 < float(rows['inti']['flash_weight_mean']) < 1
     table = (tmp_path / 'ablation.md').read_text()
-    assert '| inti |' in table and 'python benchmarks/ablation.py --quick' in table
-    assert (tmp_path / 'ablation.png').stat().st_size > 0
+    assert '| `inti` |' in table and '`inti - tome`' in table and 'python benchmarks/ablation.py --quick' in table
+    assert '2 seeds (3-4)' in table
+    for name in ('ablation.png', 'ablation_merges_flash.png'):
+        assert (tmp_path / name).read_bytes()[:4] == b'\x89PNG'
 
 
 def test_same_seed_same_result(restore_threads):
     torch.set_num_threads(1)
-    methods = ['inti', 'tome']
-    first, second, other = (ablation.run_study(methods, [s], ablation.QUICK) for s in (0, 0, 1))
+    task, methods = ablation.TASKS['flash'], ['inti', 'tome']
+    first, second, other = (ablation.run_study(task, methods, [s], task.quick)[0] for s in (0, 0, 1))
     for a, b, c in zip(first, second, other):
-        assert a['per_seed'] == b['per_seed']  # top-1 and the last epoch's loss, to the last bit
-        assert a['per_seed'][0]['loss'] != c['per_seed'][0]['loss']
+        assert repr(a['per_seed']) == repr(b['per_seed'])  # every result to the last bit (NaN included)
+        if a['kind'] == 'row':
+            assert a['per_seed'][0]['loss'] != c['per_seed'][0]['loss']
+    assert [r['kind'] for r in first] == ['row', 'row', 'difference']
+
+
+def test_quick_moving_task_runs_its_motion_row(restore_threads):
+    torch.set_num_threads(1)
+    task = ablation.TASKS['moving']
+    rows, kept = ablation.run_study(task, ['inti', 'inti_motion'], [0], task.quick)
+    assert [r['method'] for r in rows] == ['inti', 'inti_motion', 'inti_motion - inti']
+    assert rows[1]['gflops'] > rows[0]['gflops']  # the window costs a little more
+    assert set(kept) == {'inti'}

@@ -80,3 +80,25 @@ def test_benchmark_script_writes_table_csv_and_plot(tmp_path, capsys):
     assert table.split('\n\n')[0] in capsys.readouterr().out  # the table printed is the table written
     assert '| inti_vit_b16_deep | 8 |' in table and 'multiply-adds' in table
     assert (tmp_path / 'flops.png').stat().st_size > 0
+
+
+def test_benchmark_default_set_sweeps_clip_b16_and_l14_and_counts_every_other_family_at_8_frames():
+    from benchmarks import flops as benchmark
+    from timm_inti.backbones import BACKBONES
+
+    jobs = benchmark.default_jobs()
+    assert [(m, t) for m, t in jobs if m == 'inti_vit_b16_deep'] == [('inti_vit_b16_deep', t) for t in (8, 16, 32)]
+    others = [(m, t) for m, t in jobs if not m.startswith(('inti_vit_b16', 'inti_vit_l14')) or '_336' in m
+              or 'siglip' in m or 'augreg' in m]
+    assert others == [(f'inti_{b.alias}', 8) for b in BACKBONES.values() if b.name not in benchmark.SWEEP_BACKBONES]
+    assert benchmark.default_jobs(['inti_vit_b16_siglip'], [4, 8]) == [('inti_vit_b16_siglip', 4), ('inti_vit_b16_siglip', 8)]
+
+
+def test_siglip_attention_pool_counted_by_both():
+    """The attention-pool head runs once per remaining frame; fvcore and the closed form count the same."""
+    model = timm.create_model('inti_vit_b16_siglip', inti_after=(2,), **TINY_KWARGS).eval()
+    counted, formula = count_flops(model, torch.randn(1, 3, 6, 32, 32)), formula_flops(model, 6)
+    assert counted.by_module['attn_pool'] == formula.by_module['attn_pool'] > 0
+    one_frame = formula_flops(model, 1).by_module['attn_pool']
+    assert formula.by_module['attn_pool'] == 3 * one_frame  # 6 frames merged to 3 before the head
+    assert formula.total == counted.total

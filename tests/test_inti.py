@@ -134,3 +134,57 @@ def test_bad_input_is_named():
         InTI(32, kernel_sizes=(1, 2))
     with pytest.raises(ValueError, match='weighting'):
         InTI(32, weighting='max')
+
+
+@pytest.mark.parametrize('weighting', ['softmax', 'sigmoid', 'mean'])
+def test_pair_weights_are_the_weights_the_merge_used(weighting):
+    layer = InTI(32, weighting=weighting)
+    if weighting != 'mean':
+        randomize_(layer)
+    x = tokens(frames=5)
+    weights = layer.pair_weights(x, (4, 4))
+    assert weights.shape == (2, 2, 17, 2)
+    expected = x[:, 0:4:2] * weights[..., :1] + x[:, 1:4:2] * weights[..., 1:]
+    torch.testing.assert_close(layer(x, (4, 4))[:, :2], expected)
+    if weighting != 'sigmoid':
+        torch.testing.assert_close(weights.sum(dim=-1), torch.ones(2, 2, 17))
+    if weighting != 'mean':
+        assert weights[..., 0].std() > 0.05
+    assert layer.pair_weights(tokens(frames=1), (4, 4)).shape == (2, 0, 17, 2)
+
+
+def test_partner_window_starts_near_the_average_and_is_opt_in():
+    assert InTI(32).partner_window == 1 and InTI(32).mlp.fc2.out_features == 2
+    layer = InTI(32, partner_window=3)
+    assert layer.mlp.fc2.out_features == 2 + 9 and 'partner_window=3' in repr(layer)
+    x = tokens(frames=4)
+    out = layer(x, (4, 4))
+    average = (x[:, 0::2] + x[:, 1::2]) / 2
+    # 8 off-centre places at e^-6 each: the partner token keeps about 98% of its weight
+    assert (out - average).abs().max() < 0.05 * x.abs().max()
+    with pytest.raises(ValueError, match='partner_window'):
+        InTI(32, partner_window=2)
+    with pytest.raises(ValueError, match='partner_window'):
+        InTI(32, partner_window=3, weighting='mean')
+
+
+def test_partner_window_can_follow_motion():
+    """Hand-set logits that pick the place one column to the right follow content that moved right."""
+    layer = InTI(8, num_prefix_tokens=1, partner_window=3)
+    with torch.no_grad():
+        layer.mlp.fc2.bias.fill_(-30.)
+        layer.mlp.fc2.bias[:2] = 0.              # the two frames weigh 0.5 each
+        layer.mlp.fc2.bias[2 + 1 * 3 + 2] = 30.  # window place (same row, one column right)
+    first = torch.randn(1, 1, 1 + 4 * 5, 8)
+    grid = first[:, 0, 1:].view(1, 4, 5, 8)
+    # the second frame: the first one moved one column right (a new column enters on the left)
+    second_grid = torch.cat([torch.randn(1, 4, 1, 8), grid[:, :, :4]], dim=2)
+    second = torch.cat([first[:, :, :1] + 1, second_grid.reshape(1, 1, 20, 8)], dim=2)
+    out = layer(torch.cat([first, second], dim=1), (4, 5))[:, 0]
+    out_grid = out[:, 1:].view(1, 4, 5, 8)
+    # where a right neighbour exists, the partner token is the first frame's own content
+    torch.testing.assert_close(out_grid[:, :, :4], grid[:, :, :4])
+    # the last column has no place to the right: its window falls back to the places that exist
+    assert torch.isfinite(out).all() and not torch.allclose(out_grid[:, :, 4], grid[:, :, 4])
+    # the class token has no neighbours: its own partner only
+    torch.testing.assert_close(out[:, 0], (first[:, 0, 0] + second[:, 0, 0]) / 2)

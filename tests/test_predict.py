@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -39,8 +40,8 @@ def test_training_checkpoint_json_and_views(videos, trained_checkpoint, capsys):
     good, _ = videos
     code = main([*map(str, good), '--checkpoint', str(trained_checkpoint), '--json', '--clips', '2', '--crops', '3'])
     assert code == 0
-    results = json.loads(capsys.readouterr().out)
-    assert [r['file'] for r in results] == [str(p) for p in good]
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # JSON lines, as --output
+    assert [r['path'] for r in results] == [str(p) for p in good]
     for r in results:
         assert [p['label'] for p in r['predictions']] == ['right', 'left']
         assert sum(p['probability'] for p in r['predictions']) == pytest.approx(1, abs=1e-5)
@@ -59,31 +60,53 @@ def test_unreadable_files_get_one_line_each_and_a_failing_exit(videos, trained_c
     assert out.splitlines() == [str(good[0]), out.splitlines()[1]] and 'right' in out.splitlines()[1]
 
 
-def test_zero_shot_labels_with_a_local_text_tower(open_clip_b16, make_video, tmp_path, capsys):
-    clip_file = tmp_path / 'open_clip.pt'
-    torch.save(open_clip_b16.state_dict(), clip_file)  # image tower for the model, text tower for the labels
-    labels = tmp_path / 'classes.txt'
-    labels.write_text('archery\nbowling\ncooking\n')
-    video = make_video('c.mp4', num_frames=16)
-    code = main([str(video), '--model', 'inti_vit_b16', '--checkpoint', str(clip_file), '--zero-shot-labels',
-                 str(labels), '--text-tower', f'ViT-B-16-quickgelu:{clip_file}', '--json', '--num-frames', '4'])
-    assert code == 0
-    predictions = json.loads(capsys.readouterr().out)[0]['predictions']
-    assert sorted(p['label'] for p in predictions) == ['archery', 'bowling', 'cooking']
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('timm-inti-predict: error: '), err
+    return lines[0]
 
 
 def test_setup_problems_are_one_line_errors(videos, trained_checkpoint, tmp_path, capsys):
     good, _ = videos
-    assert main([str(good[0]), '--checkpoint', str(tmp_path / 'missing.pth')]) == 2
-    assert 'missing.pth: no such checkpoint file' in capsys.readouterr().err
+    assert main([str(good[0]), '--checkpoint', str(tmp_path / 'missing.pth')]) == 1  # a file problem: runtime
+    assert 'missing.pth: no such checkpoint file' in one_error_line(capsys)
     junk = tmp_path / 'junk.pth'
     junk.write_bytes(b'\x00' * 100)
-    assert main([str(good[0]), '--checkpoint', str(junk)]) == 2
-    assert 'junk.pth: not a readable checkpoint' in capsys.readouterr().err
+    assert main([str(good[0]), '--checkpoint', str(junk)]) == 1
+    assert 'junk.pth: not a readable checkpoint' in one_error_line(capsys)
     labels = tmp_path / 'three.txt'
     labels.write_text('a\nb\nc\n')
     assert main([str(good[0]), '--checkpoint', str(trained_checkpoint), '--labels', str(labels)]) == 2
-    assert '3 label names for a model with 2 classes' in capsys.readouterr().err
+    assert '3 label names for a model with 2 classes' in one_error_line(capsys)
+    binary = tmp_path / 'labels.bin'
+    binary.write_bytes(bytes(range(128, 256)))
+    assert main([str(good[0]), '--checkpoint', str(trained_checkpoint), '--labels', str(binary)]) == 2
+    assert f'the labels file {binary} is not a text file' in one_error_line(capsys)
+    assert main([str(tmp_path / 'nothing-*.mp4'), '--checkpoint', str(trained_checkpoint)]) == 2
+    assert 'no video files match' in one_error_line(capsys)
+    assert main([str(good[0]), '--checkpoint', str(trained_checkpoint), '--features', str(tmp_path / 'f.txt')]) == 2
+    assert 'must end in .npy or .safetensors' in one_error_line(capsys)
+    if not torch.cuda.is_available():
+        assert main([str(good[0]), '--checkpoint', str(trained_checkpoint), '--device', 'cuda']) == 2
+        assert '--device cuda: CUDA is not available here' in one_error_line(capsys)
+    words = tmp_path / 'words.txt'
+    words.write_text('a\nb\n')
+    assert main([str(good[0]), '--checkpoint', str(trained_checkpoint), '--zero-shot-labels', str(words),
+                 '--text-tower', 'ViT-NOPE:none']) == 2
+    assert 'text tower ViT-NOPE:none' in one_error_line(capsys)
+
+
+@pytest.mark.parametrize('flag, value', [('--top-k', '0'), ('--top-k', '-1'), ('--stride', '0'), ('-b', '0'),
+                                         ('--clips', '0'), ('-j', '-1')])
+def test_bad_numbers_are_refused_up_front(videos, flag, value, capsys):
+    good, _ = videos
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(good[0]), flag, value])
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith('timm-inti-predict: error: argument') and value in last
 
 
 def test_runs_as_a_module(videos, trained_checkpoint):
@@ -93,3 +116,43 @@ def test_runs_as_a_module(videos, trained_checkpoint):
                            str(trained_checkpoint), '--top-k', '1'], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == str(good[0]) and 'right' in proc.stdout
+
+
+def test_embeddings_without_class_names_and_the_feature_space(videos, trained_checkpoint, tmp_path, capsys):
+    good, _ = videos
+    # a CLIP-initialised model has no class names: its head is CLIP's projection, and its output the embedding
+    clip_like = timm.create_model('inti_vit_b16', num_frames=4, num_classes=512, **TINY_KWARGS)  # CLIP ViT-B's 512
+    weights = tmp_path / 'clip_like.pth'
+    torch.save(clip_like.state_dict(), weights)
+    kwargs = ['--model-kwargs'] + [f'{k}={v}' for k, v in TINY_KWARGS.items()]
+    assert main([*map(str, good), '--checkpoint', str(weights), '--num-frames', '4', '--features',
+                 str(tmp_path / 'clip.npy'), *kwargs]) == 0
+    clip = np.load(tmp_path / 'clip.npy')
+    assert clip.shape == (2, 512)  # the projection's output: CLIP's image-text space
+    assert main([*map(str, good), '--checkpoint', str(weights), '--num-frames', '4', '--features',
+                 str(tmp_path / 'pre.npy'), '--feature-space', 'pre-logits', *kwargs]) == 0
+    pre = torch.from_numpy(np.load(tmp_path / 'pre.npy'))
+    assert pre.shape == (2, TINY_KWARGS['embed_dim'])
+    with torch.no_grad():
+        torch.testing.assert_close(clip_like.head(pre), torch.from_numpy(clip), atol=1e-4, rtol=1e-4)
+    capsys.readouterr()
+    # a fine-tuned classifier's head is not CLIP's projection
+    assert main([str(good[0]), '--checkpoint', str(trained_checkpoint), '--features', str(tmp_path / 'x.npy'),
+                 '--feature-space', 'clip']) == 2
+    assert '--feature-space clip needs a CLIP-initialised model' in one_error_line(capsys)
+    assert not (tmp_path / 'x.npy').exists()
+
+
+def test_outputs_that_are_not_ours_are_never_replaced(videos, trained_checkpoint, tmp_path, capsys):
+    good, _ = videos
+    table = tmp_path / 'table.csv'
+    table.write_text('path,label\na.mp4,x\n')
+    assert main([str(good[0]), '--checkpoint', str(trained_checkpoint), '--output', str(table)]) == 2
+    assert f'--output {table} exists and is not a list of results' in one_error_line(capsys)
+    assert table.read_text() == 'path,label\na.mp4,x\n' and not list(tmp_path.glob('table.csv.*'))
+    other = tmp_path / 'other.npy'
+    np.save(other, np.zeros(3))
+    assert main([str(good[0]), '--checkpoint', str(trained_checkpoint), '--features', str(other),
+                 '--feature-space', 'pre-logits']) == 2
+    assert f'--features {other} exists and holds a 1-d array' in one_error_line(capsys)
+    np.testing.assert_array_equal(np.load(other), np.zeros(3))

@@ -12,8 +12,15 @@ from timm.layers import get_channel_dim
 
 import timm_inti
 from conftest import TINY_KWARGS
+from timm_inti.backbones import BACKBONES, find_backbone
 
 LONG_NAMES = sorted(timm_inti.MODEL_ALIASES.values())
+# every variant of the first two CLIP towers, and the plain variant of every other family (the
+# variants differ only in their schedule, which the first ones cover)
+FORWARD_NAMES = sorted(
+    long_name for b in BACKBONES.values() for long_name, _, variant in b.model_names()
+    if b.name in ('vit_base_patch16_clip_224', 'vit_large_patch14_clip_224') or not variant)
+FAMILIES = sorted(BACKBONES)
 
 
 def tiny(name='inti_vit_b16', **kwargs):
@@ -25,21 +32,30 @@ def test_registry_names_tags_and_aliases():
     for alias, long_name in timm_inti.MODEL_ALIASES.items():
         assert alias in names and long_name in names
         assert timm.list_pretrained(f'{alias}.*') == [t.replace(long_name, alias) for t in timm.list_pretrained(f'{long_name}.*')]
-        for tag in ('openai', 'laion2b', 'datacompxl'):
+        tags = [t.split('.', 1)[1] for t in timm.list_pretrained(f'{alias}.*')]
+        for tag in tags:
             cfg, alias_cfg = timm.models.get_pretrained_cfg(f'{long_name}.{tag}'), timm.models.get_pretrained_cfg(f'{alias}.{tag}')
             assert cfg.hf_hub_id == alias_cfg.hf_hub_id and cfg.hf_hub_id.startswith('timm/vit_')
-        assert timm.models.get_pretrained_cfg(alias).tag == 'openai'  # the default tag
+        assert timm.models.get_pretrained_cfg(alias).tag == timm.models.get_pretrained_cfg(long_name).tag in tags
+    for tag in ('openai', 'laion2b', 'datacompxl'):
+        assert f'inti_vit_b16.{tag}' in timm.list_pretrained('inti_vit_b16.*')
+    assert timm.models.get_pretrained_cfg('inti_vit_b16').tag == 'openai'
     assert timm.models.is_model_pretrained('inti_vit_b16')
 
 
 @pytest.mark.parametrize('model_name', LONG_NAMES)
 def test_default_cfgs_non_std_as_timm_tests_them(model_name):
-    """timm's test_model_default_cfgs_non_std, at each model's full size and default input."""
-    model = timm.create_model(model_name, pretrained=False).eval()
+    """timm's test_model_default_cfgs_non_std, at each model's full size and default input.
+
+    On the meta device: the checks are about shapes, cfgs and keys, which meta tensors carry
+    without computing (a full-size ViT-L/14 at 336 px takes ~40 s on CPU per variant).
+    """
+    with torch.device('meta'):
+        model = timm.create_model(model_name, pretrained=False).eval()
+        input_tensor = torch.randn(1, *model.default_cfg['input_size'])
     assert model.num_classes >= 0 and model.num_features > 0 and model.head_hidden_size > 0
     state_dict = model.state_dict()
     cfg = model.default_cfg
-    input_tensor = torch.randn(1, *cfg['input_size'])
     feat_dim = getattr(model, 'feature_dim', None)
     with torch.no_grad():
         outputs = model.forward_features(input_tensor)
@@ -51,16 +67,19 @@ def test_default_cfgs_non_std_as_timm_tests_them(model_name):
         outputs = model(input_tensor)
         assert outputs.shape[feat_dim] == model.head_hidden_size
         assert outputs.shape == outputs_pre.shape
-    classifier = cfg['classifier']
-    assert classifier + '.weight' in state_dict
     assert cfg['first_conv'] + '.weight' in state_dict
-    assert cfg['num_classes'] == state_dict[classifier + '.weight'].shape[0]
+    classifier = cfg['classifier']
+    if cfg['num_classes']:
+        assert classifier + '.weight' in state_dict
+        assert cfg['num_classes'] == state_dict[classifier + '.weight'].shape[0]
+    else:  # the pooled features are the output (SigLIP's embedding, DINOv2's features): no head
+        assert classifier + '.weight' not in state_dict and model.num_classes == 0
 
 
-@pytest.mark.parametrize('model_name', LONG_NAMES)
+@pytest.mark.parametrize('model_name', FORWARD_NAMES)
 def test_forward_backward_every_variant(model_name):
     """Full depth and width; small frames (4x4 patches) keep it fast. 8 frames reach every InTI layer."""
-    patch = 14 if 'patch14' in model_name else 16
+    patch = find_backbone(model_name)[0].vit_args['patch_size']
     model = timm.create_model(model_name, img_size=4 * patch, num_classes=42)
     x = torch.randn(2, 3, 8, 4 * patch, 4 * patch)
     out = model(x)
@@ -95,6 +114,30 @@ def test_feature_info_features_only_and_intermediates():
         image_maps = features(x[:, :, 0])
     for m in image_maps:
         assert m.shape[get_channel_dim('NCHW')] == 64 and m.shape[2:] == (4, 4)
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_timm_checks_per_family(family):
+    """Forward, backward, forward_intermediates and features_only on a shrunken model of each family."""
+    backbone = BACKBONES[family]
+    prefix = backbone.vit_args.get('reg_tokens', 0) + int(backbone.vit_args.get('class_token', True))
+    model = tiny(f'inti_{backbone.alias}', num_classes=7, inti_after=(1,))
+    assert model.num_prefix_tokens == prefix
+    x = torch.randn(2, 3, 4, 32, 32)
+    out = model(x)
+    assert out.shape == (2, 7)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    with torch.no_grad():
+        final, inter = model.forward_intermediates(x, return_prefix_tokens=True)
+        assert final.shape == (2, 2, prefix + 16, 64)
+        if prefix:  # (spatial, prefix) pairs; without prefix tokens just the maps, as in timm
+            inter, prefix_tokens = zip(*inter)
+            assert [p.shape for p in prefix_tokens] == [(2, t, prefix, 64) for t in (4, 2, 2, 2)]
+        assert [m.shape for m in inter] == [(2, 64, t, 4, 4) for t in (4, 2, 2, 2)]
+    features = tiny(f'inti_{backbone.alias}', inti_after=(1,), features_only=True, out_indices=(0, 3)).eval()
+    with torch.no_grad():
+        assert [m.shape for m in features(x)] == [(2, 64, 4, 4, 4), (2, 64, 2, 4, 4)]
 
 
 def test_pruning_for_features_drops_unused_inti_layers():

@@ -81,9 +81,10 @@ def test_eval_only_with_views(data_dir, tmp_path, capsys):
     assert result['views'] == 6 and set(result['eval']) == {'loss', 'top1', 'top5'}
 
 
-def test_a_killed_run_resumes_to_the_same_weights(data_dir, tmp_path):
+@pytest.mark.parametrize('num_samples', [1, 2])
+def test_a_killed_run_resumes_to_the_same_weights(data_dir, tmp_path, num_samples):
     common = ['--data-dir', str(data_dir), *TINY, '-b', '2', '--epochs', '4', '--seed', '7', '--output', str(tmp_path),
-              '--mixup', '0.5', '--model-ema', '--model-ema-decay', '0.9']
+              '--mixup', '0.5', '--model-ema', '--model-ema-decay', '0.9', '--num-samples', str(num_samples)]
     assert main([*common, '--experiment', 'straight']) == 0
 
     cmd = [sys.executable, '-m', 'timm_inti.train', *common, '--experiment', 'killed']
@@ -172,3 +173,13 @@ def test_cutmix_cuts_the_same_box_from_every_frame():
     assert box.any() and not box.all()
     for t in range(4):
         assert torch.equal(mixed[0, :, t] == 1, box.expand(3, 16, 16)), 'the same box on every frame'
+
+
+@pytest.mark.parametrize('shared', [[], ['--shared-frames']])
+def test_repeated_sampling_visits_every_video_once_per_epoch(data_dir, tmp_path, shared):
+    """-b counts clips: 8 videos, -b 4 and 2 clips per video make 4 steps of 2 videos, 16 clips an epoch."""
+    args = ['--data-dir', str(data_dir), *TINY, '-b', '4', '--num-samples', '2', '--epochs', '1', '--val-split', '',
+            '--output', str(tmp_path), '--experiment', 'k2', *shared]
+    assert main(args) == 0
+    assert int(summary(tmp_path / 'k2')[0]['train_samples']) == 16
+    assert torch.load(tmp_path / 'k2' / 'last.pth.tar', map_location='cpu', weights_only=True)['step'] == 4

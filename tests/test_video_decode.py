@@ -105,3 +105,49 @@ def test_bad_indices_and_backends():
         read_frames(path, [])
     with pytest.raises(ValueError, match='unknown video backend'):
         read_frames(path, [0], backend='opencv')
+
+
+@pytest.mark.parametrize('rotation', [90, 180, 270])
+def test_rotated_phone_videos_come_out_upright(make_video, rotation):
+    """The frames are stored turned, with a display matrix that turns them back (as phones write them)."""
+    path = make_video(f'phone{rotation}.mp4', num_frames=20, rotation=rotation)
+    frames, info = read_frames(path, [0, 7, 19])
+    assert frames.shape == (3, 48, 64, 3), 'the displayed size, not the stored one'
+    assert [frame_id(f) for f in frames] == [0, 7, 19], 'the index band is on top again'
+    assert info.rotation == rotation and (info.height, info.width) == (48, 64)
+    assert (probe(path).height, probe(path).width, probe(path).rotation) == (48, 64, rotation)
+    small, info = read_frames(path, [3], short_side=24)
+    assert small.shape == (1, 24, 32, 3) and (info.height, info.width) == (24, 32)
+    assert frame_id(small[0].repeat_interleave(2, dim=0).repeat_interleave(2, dim=1)) == 3
+
+
+@pytest.mark.parametrize('name', ['long_audio.mkv', 'long_audio.webm', 'long_audio.mp4'])
+def test_an_audio_track_longer_than_the_video_does_not_count_as_frames(make_video, name):
+    path = make_video(name, num_frames=25, audio_seconds=3, codec='libvpx-vp9' if name.endswith('.webm') else 'libx264')
+    info = probe(path)
+    assert info.num_frames == 25 and info.duration == pytest.approx(1.0)
+    frames, _ = read_frames(path, lambda info: [0, info.num_frames - 1])
+    assert [frame_id(f) for f in frames] == [0, 24]
+
+
+def test_short_side_shrinks_while_decoding(make_video):
+    path = make_video('big.mp4', num_frames=12, size=(96, 128))
+    frames, info = read_frames(path, [0, 11], short_side=48)
+    assert frames.shape == (2, 48, 64, 3) and (info.height, info.width) == (48, 64)
+    doubled = frames.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)  # the index band at its written height
+    assert [frame_id(f) for f in doubled] == [0, 11]
+    same, _ = read_frames(path, [0], short_side=200)  # never enlarged
+    assert same.shape == (1, 96, 128, 3)
+
+
+@pytest.mark.parametrize('gop, threads', [(1, 0), (4, 0), (16, 0), (250, 0), (16, 2)])
+def test_keyframe_index_seeking_matches_a_full_decode(make_video, gop, threads):
+    """Short groups of pictures make the reader seek between nearby frames: the frames must not change."""
+    import av
+    path = make_video(f'g{gop}.mp4', num_frames=120, size=(48, 64), noise=True, stream_options={'g': str(gop)})
+    with av.open(str(path)) as container:
+        every = torch.stack([torch.from_numpy(f.to_ndarray(format='rgb24')) for f in container.decode(video=0)])
+    indices = [3, 9, 10, 17, 40, 41, 77, 119, 0, 60]
+    frames, _ = read_frames(path, indices, threads=threads)
+    assert torch.equal(frames, every[indices])
+    assert [frame_id(f) for f in frames] == indices

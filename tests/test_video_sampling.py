@@ -57,3 +57,58 @@ def test_sample_indices_dispatches_and_bad_arguments_are_named():
         segment_indices(0, 8, train=True)
     with pytest.raises(ValueError, match='stride'):
         dense_indices(10, 4, 0, train=True)
+
+
+def _dataset(tmp_path, num_samples, transform):
+    from conftest import write_video
+    from timm_inti.video import VideoDataset
+    path = write_video(tmp_path / 'v.mp4', num_frames=80)
+    return VideoDataset([(str(path), 0)], ['a'], transform, num_frames=4, train=True, num_samples=num_samples)
+
+
+def test_repeated_sampling_gives_k_clips_with_their_own_frames_and_crops(tmp_path):
+    from conftest import frame_id
+    calls = []
+
+    def transform(frames):  # identity, so the frame indices can be read back; counts its calls (one crop each)
+        calls.append(len(frames))
+        return frames.permute(3, 0, 1, 2).float() / 255
+
+    dataset = _dataset(tmp_path, 3, transform)
+    torch.manual_seed(1)
+    clips, label, bad = dataset[0]
+    assert clips.shape == (3, 3, 4, 48, 64) and label == 0 and bad == ()
+    assert calls == [4, 4, 4], 'each clip is transformed (cropped) on its own'
+    ids = [[frame_id(clip[:, t]) for t in range(4)] for clip in clips]
+    for clip_ids in ids:  # each clip is a segment sample: one frame from each quarter, in order
+        assert [i // 20 for i in clip_ids] == [0, 1, 2, 3], ids
+    assert len({tuple(i) for i in ids}) == 3, f'three different clips: {ids}'
+    torch.manual_seed(1)
+    again, _, _ = dataset[0]
+    assert torch.equal(again, clips), 'reproducible under a seed'
+    torch.manual_seed(2)
+    assert not torch.equal(dataset[0][0], clips)
+
+
+def test_repeated_sampling_is_for_training_only(tmp_path):
+    from timm_inti.video import VideoDataset
+    with pytest.raises(ValueError, match='num_samples'):
+        VideoDataset([('x.mp4', 0)], ['a'], lambda f: f, num_frames=4, train=False, num_samples=2)
+    with pytest.raises(ValueError, match='num_samples'):
+        VideoDataset([('x.mp4', 0)], ['a'], lambda f: f, num_frames=4, train=True, num_samples=0)
+
+
+def test_shared_frames_decode_once_and_differ_in_crop_only(tmp_path):
+    from conftest import frame_id
+    calls = []
+
+    def transform(frames):
+        calls.append(len(frames))
+        return frames.permute(3, 0, 1, 2).float() / 255
+
+    dataset = _dataset(tmp_path, 3, transform)
+    dataset.shared_frames = True
+    clips, _, _ = dataset[0]
+    assert clips.shape == (3, 3, 4, 48, 64) and calls == [4, 4, 4]
+    ids = [[frame_id(clip[:, t]) for t in range(4)] for clip in clips]
+    assert ids[0] == ids[1] == ids[2] and [i // 20 for i in ids[0]] == [0, 1, 2, 3]

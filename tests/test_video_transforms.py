@@ -20,7 +20,8 @@ def frames(num=4, height=48, width=64):
 
 def test_output_layout_and_normalisation_follow_the_data_config():
     out = create_video_transform(CONFIG, is_training=False)(torch.full((3, 32, 32, 3), 153, dtype=torch.uint8))
-    assert out.shape == (3, 3, 32, 32) and out.dtype == torch.float32  # (C, T, H, W)
+    assert out.shape == (1, 3, 3, 32, 32) and out.dtype == torch.float32  # (V, C, T, H, W): one view
+    out = out[0]
     expected = (torch.tensor(0.6) - torch.tensor(CONFIG['mean'])) / torch.tensor(CONFIG['std'])
     torch.testing.assert_close(out.mean(dim=(1, 2, 3)), expected, atol=1e-5, rtol=0)
 
@@ -28,7 +29,7 @@ def test_output_layout_and_normalisation_follow_the_data_config():
 def test_model_data_config_is_used():
     model = timm.create_model('inti_vit_b16', depth=1, inti_after=(1,))
     config = timm.data.resolve_input_data_config(model)
-    out = create_video_transform(config, is_training=False)(torch.full((2, 300, 400, 3), 255, dtype=torch.uint8))
+    out = create_video_transform(config, is_training=False)(torch.full((2, 300, 400, 3), 255, dtype=torch.uint8))[0]
     assert out.shape == (3, 2, 224, 224)
     expected = (1 - torch.tensor(timm.data.OPENAI_CLIP_MEAN)) / torch.tensor(timm.data.OPENAI_CLIP_STD)
     torch.testing.assert_close(out[:, 0, 100, 100], expected, atol=1e-5, rtol=0)
@@ -41,13 +42,14 @@ def test_training_crop_and_flip_are_the_same_for_every_frame():
     for seed in range(6):
         torch.manual_seed(seed)
         out = transform(still)
+        assert out.shape == (3, 6, 32, 32), 'a training clip is (C, T, H, W), no view axis'
         assert all(torch.equal(out[:, 0], out[:, t]) for t in range(6)), 'every frame gets the same crop and flip'
         outputs.append(out)
     assert any(not torch.equal(outputs[0], o) for o in outputs[1:]), 'crops are random across clips'
 
 
 def test_evaluation_keeps_frame_order_and_centres_the_crop():
-    out = create_video_transform(dict(CONFIG, input_size=(3, 48, 48)), is_training=False)(frames())
+    out = create_video_transform(dict(CONFIG, input_size=(3, 48, 48)), is_training=False)(frames())[0]
     levels = out[0, :, 40, 4] * CONFIG['std'][0] + CONFIG['mean'][0]  # a background pixel of each frame
     torch.testing.assert_close(levels, torch.tensor([0, 40, 80, 120]) / 255, atol=1e-2, rtol=0)
 

@@ -174,6 +174,32 @@ def test_schedule_validation():
     assert tiny(inti_after=(), patch_drop_rate=0.5).inti_after == ()
 
 
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(inti_after='12'), r"inti_after must be a sequence of distinct, increasing integer block counts between 1 and "
+                            r"depth=4, e\.g\. \(1,\); got '12' \(str\)"),
+    (dict(inti_after=(1.5,)), r'got \(1\.5,\), where 1\.5 is not an integer'),
+    (dict(inti_after=(True,)), r'where True is not an integer'),
+    (dict(inti_after=3), r'got 3 \(int\)'),
+    (dict(inti_after=(3, 1)), r'between 1 and depth=4.*got \(3, 1\)'),
+    (dict(inti_after=(2, 2)), r'distinct.*got \(2, 2\)'),
+    (dict(inti_after=(5,)), r'between 1 and depth=4.*got \(5,\)'),
+    (dict(num_frames=2.5), r'num_frames must be an integer of at least 1, got 2\.5 \(float\)'),
+    (dict(num_frames='8'), r"num_frames must be an integer of at least 1, got '8' \(str\)"),
+    (dict(adapter_dim=-4), r'adapter_dim must be an integer of at least 0, got -4'),
+    (dict(inti_kernel_sizes='37'), r"kernel_sizes must be a sequence of odd, positive integers such as \(1, 3, 7\), got '37'"),
+    (dict(inti_kernel_sizes=(1, 2.5)), r'kernel_sizes must be a sequence of odd, positive integers'),
+    (dict(inti_hidden_dim=0), r'InTI hidden_dim must be a positive integer, got 0'),
+])
+def test_bad_model_arguments_are_refused_up_front(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**kwargs)
+
+
+def test_integer_like_schedules_are_accepted():
+    import numpy as np
+    assert tiny(inti_after=[np.int64(1), torch.tensor(3)], num_frames=np.int32(4)).inti_after == (1, 3)
+
+
 def test_bad_input_gets_a_clear_error():
     model = tiny()
     with pytest.raises(ValueError, match=r'clip \(B, C, T, H, W\) or an image batch.*3-D'):
@@ -191,6 +217,27 @@ def test_bad_input_gets_a_clear_error():
     dynamic = tiny(dynamic_img_size=True)
     with pytest.raises(ValueError, match='not a multiple of the patch size'):
         dynamic(torch.randn(2, 3, 8, 36, 32))
+    with pytest.raises(ValueError, match=r'empty batch: expected at least one clip in dim 0, got input shape \(0, 3, 8, 32, 32\)'):
+        model(torch.randn(0, 3, 8, 32, 32))
+
+
+def test_input_of_the_wrong_type_or_dtype_is_named():
+    import numpy as np
+    model = tiny()
+    expected = r'expects a float tensor clip \(B, C, T, H, W\) or image batch \(B, C, H, W\)'
+    with pytest.raises(TypeError, match=expected + r', got a numpy\.ndarray: convert it with torch\.from_numpy'):
+        model(np.zeros((1, 3, 2, 32, 32), dtype=np.float32))
+    with pytest.raises(TypeError, match=expected + r', got a builtins\.list: stack the clips with torch\.stack'):
+        model([torch.randn(3, 2, 32, 32)])
+    with pytest.raises(TypeError, match=expected + r', got dtype torch\.uint8: scale uint8 frames to \[0, 1\]'):
+        model(torch.zeros(1, 3, 2, 32, 32, dtype=torch.uint8))
+    with pytest.raises(TypeError, match=r'the input is torch\.float16 and the model torch\.float32: convert one to the other'):
+        model(torch.zeros(1, 3, 2, 32, 32, dtype=torch.float16))
+    with torch.autocast('cpu', dtype=torch.bfloat16), torch.no_grad():  # mixed precision is the supported way
+        assert model(torch.randn(1, 3, 2, 32, 32).bfloat16()).shape == (1, 512)
+    half = tiny().to(torch.bfloat16)
+    with torch.no_grad():
+        assert half(torch.randn(1, 3, 2, 32, 32, dtype=torch.bfloat16)).dtype == torch.bfloat16
 
 
 def test_is_a_timm_vision_transformer():

@@ -121,6 +121,23 @@ def test_model_card_of_a_temporal_variant_names_its_adapters(tmp_path):
     assert 'GFLOPs per 8-frame clip: 95.4' in card  # 37.2% below the same model with inti_after=()
 
 
+def test_model_cards_of_the_new_clip_towers(tmp_path):
+    cards = tool('cards')
+    assert cards(['--out', str(tmp_path), '--models', 'inti_vit_b32', 'inti_vit_l14_336']) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        'inti_vit_b32.datacompxl.md', 'inti_vit_b32.laion2b.md', 'inti_vit_b32.openai.md', 'inti_vit_l14_336.openai.md']
+    card = (tmp_path / 'inti_vit_l14_336.openai.md').read_text()
+    assert 'patch 14, 336x336 frames' in card and 'timm/vit_large_patch14_clip_336.openai' in card
+    assert 'GFLOPs per 8-frame clip: 957.5' in card  # as benchmarks/flops.py counts with fvcore
+    # the default set: the CLIP backbones, whose cards describe a CLIP initialisation
+    spec = importlib.util.spec_from_file_location('weights_cards', WEIGHTS / 'cards.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    CARD_MODELS = module.CARD_MODELS
+    assert {'inti_vit_b16', 'inti_vit_b32_temporal', 'inti_vit_l14_336_deep'} <= set(CARD_MODELS)
+    assert not any('siglip' in m or 'dinov2' in m or 'augreg' in m for m in CARD_MODELS)
+
+
 def test_one_reader_for_training_checkpoints_and_weights_files(tmp_path):
     """What export.py and timm-inti-predict --checkpoint read through: timm_inti.checkpoints."""
     import timm_inti

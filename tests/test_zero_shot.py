@@ -5,7 +5,11 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from timm_inti.zero_shot import TEXT_TOWERS, VIDEO_TEMPLATES, ZeroShotHead, set_zero_shot_head, text_tower_for
+import timm_inti
+from conftest import TINY_KWARGS
+
+from timm_inti.backbones import BACKBONES
+from timm_inti.zero_shot import VIDEO_TEMPLATES, ZeroShotHead, set_zero_shot_head, text_tower_for
 
 CLASSES = ['archery', 'juggling balls', 'swimming backstroke']
 
@@ -29,9 +33,13 @@ def test_zero_shot_head_scores_clips_as_clip_scores_images(open_clip_b16):
 def test_text_towers_follow_the_pretrained_tag():
     assert text_tower_for(timm.create_model('inti_vit_b16', depth=1, inti_after=(1,))) == ('ViT-B-16-quickgelu', 'openai')
     assert text_tower_for(timm.create_model('inti_vit_l14.laion2b', depth=1, inti_after=(1,))) == ('ViT-L-14', 'laion2b_s32b_b82k')
+    # ViT-B/32 is as wide as ViT-B/16: the tower follows the architecture, not the width
+    assert text_tower_for(timm.create_model('inti_vit_b32.laion2b', depth=1, inti_after=(1,))) == ('ViT-B-32', 'laion2b_s34b_b79k')
+    assert text_tower_for(timm.create_model('inti_vit_l14_336', depth=1, inti_after=(1,))) == ('ViT-L-14-336-quickgelu', 'openai')
     published = set(open_clip.list_pretrained())
-    assert all(tower in published for tower in TEXT_TOWERS.values())
-    with pytest.raises(ValueError, match='no known text tower'):
+    towers = [w.text_tower for b in BACKBONES.values() for w in b.tags.values() if w.text_tower]
+    assert len(towers) >= 10 and all(tower in published for tower in towers)
+    with pytest.raises(ValueError, match='no known text tower for a 64-wide model'):
         text_tower_for(timm.create_model('inti_vit_b16', depth=1, inti_after=(1,), embed_dim=64, num_heads=2))
     assert len(VIDEO_TEMPLATES) == 28 and all('{}' in t for t in VIDEO_TEMPLATES)
 
@@ -39,3 +47,56 @@ def test_text_towers_follow_the_pretrained_tag():
 def test_mismatched_towers_are_refused():
     with pytest.raises(ValueError, match='do not belong together'):
         ZeroShotHead(torch.nn.Linear(64, 512), torch.randn(768, 3))
+
+
+def fake_tokenizer(texts, context_length=64):
+    """Stands in for SigLIP 2's Gemma tokenizer (it needs transformers, not installed here): any token ids
+    give text embeddings, and both sides of the comparison use the same ones."""
+    ids = [[(hash(word) % 1000) + 1 for word in text.split()][:context_length] for text in texts]
+    return torch.tensor([row + [0] * (context_length - len(row)) for row in ids])
+
+
+@torch.no_grad()
+def test_siglip2_zero_shot_scores_clips_as_open_clip_scores_images(hub_cache):
+    """Sigmoid scoring with SigLIP's logit bias; the image tower comes through the Hub cache as timm publishes it."""
+    import safetensors.torch
+    import warnings
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        siglip = open_clip.create_model('ViT-B-16-SigLIP2', pretrained=None).eval()
+    assert text_tower_for(timm.create_model('inti_vit_b16_siglip', device='meta')) == ('ViT-B-16-SigLIP2', 'webli')
+    with torch.no_grad():
+        siglip.logit_bias.fill_(-3.0)  # away from its init, so a missing bias shows
+    trunk = {k: v.contiguous() for k, v in siglip.visual.trunk.state_dict().items()}  # timm's SigLIP ViT
+    hub_cache('timm/vit_base_patch16_siglip_224.v2_webli', 'model.safetensors', safetensors.torch.save(trunk))
+    video = timm.create_model('inti_vit_b16_siglip', pretrained=True).eval()
+    head = set_zero_shot_head(video, CLASSES, siglip, fake_tokenizer, templates=['a video of {}.'])
+    assert head.scoring == 'sigmoid' and head.logit_bias == -3.0
+
+    x = torch.randn(2, 3, 1, 224, 224)
+    image = F.normalize(siglip.encode_image(x[:, :, 0]), dim=-1)
+    text = F.normalize(siglip.encode_text(fake_tokenizer([f'a video of {c}.' for c in CLASSES])), dim=-1)
+    expected = siglip.logit_scale.exp() * image @ text.T + siglip.logit_bias
+    logits = video(x)
+    torch.testing.assert_close(logits, expected, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(head.probabilities(logits), torch.sigmoid(expected), atol=1e-4, rtol=1e-4)
+
+
+def test_text_towers_of_other_families_and_of_the_generic_path():
+    with torch.device('meta'):
+        generic = timm_inti.create_video_model('vit_base_patch16_siglip_224.webli')
+        dinov2 = timm.create_model('inti_vit_b14_dinov2')
+    assert text_tower_for(generic) == ('ViT-B-16-SigLIP', 'webli')  # found by its image weights' Hub id
+    with pytest.raises(ValueError, match='no known text tower for DINOv2.*image-only'):
+        text_tower_for(dinov2)
+    with pytest.raises(ValueError, match="no known text tower for vit_base_patch16_224.*'timm/vit_base_patch16_224.augreg_in1k'"):
+        text_tower_for(timm_inti.create_video_model('vit_base_patch16_224.augreg_in1k', **TINY_KWARGS))
+    with pytest.raises(ValueError, match='image embedding head'):
+        set_zero_shot_head(_with_head(torch.nn.Sequential()), CLASSES, None, None)
+
+
+def _with_head(head):
+    model = timm.create_model('inti_vit_b16', **TINY_KWARGS)
+    model.head = head
+    return model

@@ -5,6 +5,10 @@ and the ``hf-hub:`` / ``local-dir:`` names work as for timm's own models.
 """
 from .hub import push_to_hub, read_checkpoint, save_pretrained
 from .inti import InTI, merged_num_frames
-from .vit import MODEL_ALIASES, CheckpointError, VideoVisionTransformer, checkpoint_filter_fn, resample_temporal_embed
+from .backbones import Backbone, Weights
+from .vit import (
+    MODEL_ALIASES, CheckpointError, VideoVisionTransformer, checkpoint_filter_fn, create_video_model, register_backbone,
+    resample_temporal_embed,
+)
 
 __version__ = '0.1.0'

@@ -94,6 +94,26 @@ def _adapter_macs(frames: int, patches: int, adapter: torch.nn.Module) -> int:
     return frames * patches * (2 * dim * hidden + hidden * math.prod(adapter.conv.kernel_size))
 
 
+def _linear_macs(layer: torch.nn.Module) -> int:
+    return layer.in_features * layer.out_features if isinstance(layer, torch.nn.Linear) else 0
+
+
+def _attn_pool_macs(frames: int, tokens: int, pool: torch.nn.Module) -> int:
+    """timm's attention-pool head (``AttentionPoolLatent``, SigLIP's MAP head), run on every frame."""
+    latent = pool.latent_len
+    inner = pool.kv.out_features // 2
+    per_frame = (
+        tokens * _linear_macs(pool.kv)                # keys and values of every token
+        + latent * _linear_macs(pool.q)               # the latent query
+        + latent * tokens * 2 * inner                 # attention: Q K^T and attn V
+        + latent * _linear_macs(pool.proj)
+    )
+    if pool.mlp is not None:
+        per_frame += latent * (_LAYER_NORM_FLOPS * pool.proj.out_features
+                               + _linear_macs(pool.mlp.fc1) + _linear_macs(pool.mlp.fc2))
+    return frames * per_frame
+
+
 def formula_flops(model: torch.nn.Module, num_frames: int, img_size: Sequence[int] = None) -> FlopCount:
     """Closed-form multiply-adds of a ``VideoVisionTransformer`` forward pass on one clip."""
     img_size = tuple(img_size or model.patch_embed.img_size)
@@ -117,9 +137,11 @@ def formula_flops(model: torch.nn.Module, num_frames: int, img_size: Sequence[in
             frames = merged_num_frames(frames)
 
     norm = 0 if isinstance(model.norm, torch.nn.Identity) else _LAYER_NORM_FLOPS * frames * tokens * dim
+    # the pooling head runs on every remaining frame, before the frames are averaged
+    attn_pool = 0 if getattr(model, 'attn_pool', None) is None else _attn_pool_macs(frames, tokens, model.attn_pool)
     fc_norm = 0 if isinstance(model.fc_norm, torch.nn.Identity) else _LAYER_NORM_FLOPS * dim
-    head = dim * model.num_classes
+    head = _linear_macs(model.head)
     by_module = dict(
         patch_embed=patch_macs, norm_pre=norm_pre, blocks=blocks, adapters=adapters, inti=inti, norm=norm,
-        fc_norm=fc_norm, head=head)
+        attn_pool=attn_pool, fc_norm=fc_norm, head=head)
     return FlopCount(total=sum(by_module.values()), inti=inti, by_module=by_module)

@@ -26,6 +26,16 @@ pair: a CLIP-initialised model starts as temporal average pooling.
 and ``'mean'`` (fixed 0.5 / 0.5 weights, no weight network at all).
 
 With an odd number of frames the last frame has no partner and passes through unchanged.
+
+``partner_window=k`` (an opt-in ablation, default 1: off) lets a merge follow motion: the
+token of the first frame at position p is combined with a k x k neighbourhood of p in the
+second frame, weighted by a softmax over that window that the same MLP predicts (k * k more
+logits). It starts close to the same-position average (off-centre logits start at -6, a
+weight of 0.25% each), not exactly at it.
+
+``pair_weights(x, grid_size)`` returns the weights a layer gives to the two frames of every
+pair, for pictures and diagnostics (``timm_inti.visualize``); the forward pass itself stores
+nothing.
 """
 from typing import Literal, Optional, Sequence, Tuple
 
@@ -59,6 +69,8 @@ class InTI(nn.Module):
             (independent gates) or ``'mean'`` (fixed average, no weight network).
         norm_layer: Normalisation before the weight network.
         act_layer: Activation inside the weight network.
+        partner_window: Odd side of the neighbourhood of the second frame that a token of
+            the first frame draws from (1: the same position only, the method).
     """
 
     def __init__(
@@ -71,6 +83,7 @@ class InTI(nn.Module):
             weighting: Weighting = 'softmax',
             norm_layer: Optional[LayerType] = None,
             act_layer: Optional[LayerType] = None,
+            partner_window: int = 1,
             device=None,
             dtype=None,
     ) -> None:
@@ -78,12 +91,23 @@ class InTI(nn.Module):
         dd = {'device': device, 'dtype': dtype}
         if weighting not in ('softmax', 'sigmoid', 'mean'):
             raise ValueError(f"InTI weighting must be 'softmax', 'sigmoid' or 'mean', got {weighting!r}")
+        if isinstance(kernel_sizes, (str, bytes)) or not isinstance(kernel_sizes, Sequence) or any(
+                isinstance(k, bool) or not hasattr(k, '__index__') for k in kernel_sizes):
+            raise ValueError(f'InTI kernel_sizes must be a sequence of odd, positive integers such as (1, 3, 7), got {kernel_sizes!r}')
         kernel_sizes = tuple(int(k) for k in kernel_sizes)
         if any(k < 1 or k % 2 == 0 for k in kernel_sizes):
             raise ValueError(f'InTI kernel_sizes must be odd and positive, got {kernel_sizes}')
+        for name, value in (('dim', dim), ('hidden_dim', 1 if hidden_dim is None else hidden_dim)):
+            if isinstance(value, bool) or not hasattr(value, '__index__') or int(value) < 1:
+                raise ValueError(f'InTI {name} must be a positive integer, got {value!r}')
         if weighting != 'mean' and not kernel_sizes and not global_context:
             raise ValueError('InTI needs at least one context scale (kernel_sizes or global_context)')
+        if partner_window < 1 or partner_window % 2 == 0:
+            raise ValueError(f'InTI partner_window must be odd and positive, got {partner_window}')
+        if partner_window > 1 and weighting == 'mean':
+            raise ValueError("InTI partner_window needs a weight network: not with weighting='mean'")
         self.num_prefix_tokens = num_prefix_tokens
+        self.partner_window = partner_window
         self.kernel_sizes = kernel_sizes
         self.global_context = global_context
         self.weighting = weighting
@@ -97,8 +121,9 @@ class InTI(nn.Module):
         act_layer = get_act_layer(act_layer) or nn.GELU
         self.norm = norm_layer(dim, **dd)
         self.reduce = nn.Linear(dim, hidden_dim, **dd)
-        # context of both frames of a pair -> two logits per position
-        self.mlp = Mlp(2 * num_scales * hidden_dim, hidden_dim, 2, act_layer=act_layer, **dd)
+        # context of both frames of a pair -> two logits per position (+ one per partner-window place)
+        window = partner_window ** 2 if partner_window > 1 else 0
+        self.mlp = Mlp(2 * num_scales * hidden_dim, hidden_dim, 2 + window, act_layer=act_layer, **dd)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -114,6 +139,10 @@ class InTI(nn.Module):
             nn.init.zeros_(m.bias)
         nn.init.zeros_(self.mlp.fc2.weight)
         nn.init.zeros_(self.mlp.fc2.bias)
+        if self.partner_window > 1:
+            with torch.no_grad():  # window logits: the centre at 0, the others at -6
+                self.mlp.fc2.bias[2:] = -6.
+                self.mlp.fc2.bias[2 + self.partner_window ** 2 // 2] = 0.
 
     def _context(self, x: torch.Tensor, grid_size: Tuple[int, int]) -> torch.Tensor:
         """Multi-scale context per token: (B, T, N, D) -> (B, T, N, num_scales * hidden_dim)."""
@@ -138,6 +167,58 @@ class InTI(nn.Module):
             prefix_ctx.append(summary.expand_as(prefix))
         return torch.cat([torch.cat(prefix_ctx, dim=-1), torch.cat(patch_ctx, dim=-1)], dim=2)
 
+    def _check(self, x: torch.Tensor, grid_size: Tuple[int, int]) -> None:
+        if x.ndim != 4:
+            raise ValueError(f'InTI expects tokens of shape (B, T, N, D), got a {x.ndim}-D tensor {tuple(x.shape)}')
+        expected = self.num_prefix_tokens + grid_size[0] * grid_size[1]
+        if x.shape[2] != expected:
+            raise ValueError(
+                f'InTI expects {expected} tokens per frame ({self.num_prefix_tokens} prefix + '
+                f'{grid_size[0]}x{grid_size[1]} grid), got {x.shape[2]}')
+
+    def _logits(self, paired: torch.Tensor, grid_size: Tuple[int, int]) -> torch.Tensor:
+        """Logits of the pairs of ``paired`` (B, 2P, N, D): (B, P, N, 2 [+ window])."""
+        context = rearrange(self._context(paired, grid_size), 'b (t two) n c -> b t n (two c)', two=2)
+        return self.mlp(context)
+
+    def _normalise(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.softmax(dim=-1) if self.weighting == 'softmax' else logits.sigmoid()
+
+    def _partner_windows(self, second: torch.Tensor, grid_size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The k x k neighbourhood of every token in the second frames: (B, P, N, k*k, D), and which places exist.
+
+        Prefix tokens have no neighbours: their window holds themselves at the centre only.
+        """
+        k, p = self.partner_window, self.num_prefix_tokens
+        batch, height = second.shape[0], grid_size[0]
+        grid = rearrange(second[:, :, p:], 'b t (h w) d -> (b t) d h w', h=height)
+        windows = rearrange(F.unfold(grid, k, padding=k // 2), '(b t) (d kk) n -> b t n kk d', b=batch, kk=k * k)
+        inside = F.unfold(grid.new_ones(1, 1, *grid_size), k, padding=k // 2)[0].T > 0  # (h w, kk)
+        centre = k * k // 2
+        prefix = F.pad(second[:, :, :p, None], (0, 0, centre, k * k - centre - 1))
+        prefix_inside = F.one_hot(torch.tensor(centre, device=second.device), k * k).bool().expand(p, -1)
+        return torch.cat([prefix, windows], dim=2), torch.cat([prefix_inside, inside], dim=0)
+
+    def pair_weights(self, x: torch.Tensor, grid_size: Tuple[int, int]) -> torch.Tensor:
+        """The weights this layer gives to the two frames of every pair, token by token.
+
+        Args:
+            x: The layer's input tokens, (B, T, N, D).
+            grid_size: Patch grid (height, width).
+
+        Returns:
+            (B, T // 2, N, 2): weight of the first and of the second frame of each pair
+            (summing to one for ``'softmax'`` and ``'mean'``; with a partner window the second
+            one is the total over the window). Tokens follow the layout of ``x``: prefix
+            tokens first, then the grid row by row.
+        """
+        self._check(x, grid_size)
+        num_pairs = x.shape[1] // 2
+        if self.weighting == 'mean' or num_pairs == 0:
+            return x.new_full((x.shape[0], num_pairs, x.shape[2], 2), 0.5)
+        logits = self._logits(x[:, :2 * num_pairs], grid_size)[..., :2]
+        return self._normalise(logits).to(x.dtype)
+
     def forward(self, x: torch.Tensor, grid_size: Tuple[int, int]) -> torch.Tensor:
         """Merge neighbouring frames.
 
@@ -148,14 +229,8 @@ class InTI(nn.Module):
         Returns:
             Tokens, (B, ceil(T / 2), N, D).
         """
-        if x.ndim != 4:
-            raise ValueError(f'InTI expects tokens of shape (B, T, N, D), got a {x.ndim}-D tensor {tuple(x.shape)}')
-        num_frames, num_tokens = x.shape[1], x.shape[2]
-        expected = self.num_prefix_tokens + grid_size[0] * grid_size[1]
-        if num_tokens != expected:
-            raise ValueError(
-                f'InTI expects {expected} tokens per frame ({self.num_prefix_tokens} prefix + '
-                f'{grid_size[0]}x{grid_size[1]} grid), got {num_tokens}')
+        self._check(x, grid_size)
+        num_frames = x.shape[1]
         if num_frames < 2:
             return x
         num_pairs = num_frames // 2
@@ -164,11 +239,15 @@ class InTI(nn.Module):
 
         if self.weighting == 'mean':
             merged = first * 0.5 + second * 0.5
+        elif self.partner_window > 1:
+            logits = self._logits(paired, grid_size)
+            weights = self._normalise(logits[..., :2]).to(x.dtype)
+            windows, inside = self._partner_windows(second, grid_size)
+            place = logits[..., 2:].masked_fill(~inside, float('-inf')).softmax(dim=-1).to(x.dtype)
+            partner = torch.einsum('btnkd,btnk->btnd', windows, place)
+            merged = first * weights[..., :1] + partner * weights[..., 1:]
         else:
-            context = rearrange(self._context(paired, grid_size), 'b (t two) n c -> b t n (two c)', two=2)
-            logits = self.mlp(context)  # (B, T // 2, N, 2)
-            weights = logits.softmax(dim=-1) if self.weighting == 'softmax' else logits.sigmoid()
-            weights = weights.to(x.dtype)
+            weights = self._normalise(self._logits(paired, grid_size)).to(x.dtype)
             # zero logits give weights of exactly 0.5: the fresh layer is a bitwise exact average
             merged = first * weights[..., :1] + second * weights[..., 1:]
 
@@ -180,4 +259,5 @@ class InTI(nn.Module):
         return (
             f'num_prefix_tokens={self.num_prefix_tokens}, kernel_sizes={self.kernel_sizes}, '
             f'global_context={self.global_context}, weighting={self.weighting!r}'
+            + (f', partner_window={self.partner_window}' if self.partner_window > 1 else '')
         )

@@ -50,6 +50,7 @@ from .checkpoints import (
     resume_training,
 )
 from .cli import CommandError, UsageError, add_debug_argument, command, non_negative_int, positive_float, positive_int
+from .evaluate import view_probabilities
 from .files import pyplot, write_csv, write_json, write_png
 
 _logger = logging.getLogger('timm_inti.train')
@@ -73,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
                        help='spatial crops per clip for evaluation')
     group.add_argument('--stride', type=positive_int, default=None,
                        help='dense sampling with this frame stride (default: segments)')
+    group.add_argument('--num-samples', type=positive_int, default=1, metavar='K',
+                       help='repeated sampling: K training clips (own frames, own crop) from each decoded video, '
+                            'which divides the decoding work per clip by K; -b still counts clips, so a step '
+                            'takes -b/K videos, and an epoch still visits every video once')
+    group.add_argument('--shared-frames', action='store_true',
+                       help='with --num-samples: the K clips share their frames and differ in crop and flip only '
+                            '(VideoMAE\'s repeated augmentation): one decode for K clips, also from files with '
+                            'short keyframe intervals, where own frames cost a decode each')
     group.add_argument('--bad-files', default='replace', choices=('skip', 'replace'),
                        help='a training video that cannot be decoded: replace it by the next one, or skip it '
                             '(evaluation always skips); each is reported once and counted')
@@ -175,18 +184,16 @@ def freeze_backbone(model) -> int:
 
 @torch.no_grad()
 def validate(model, loader, args, device, amp_autocast, progress, bad_log) -> Dict[str, float]:
-    """Top-1/top-5 and loss; clips with several views (B, V, C, T, H, W) average the views' probabilities."""
+    """Top-1/top-5 and loss of views (B, V, C, T, H, W): each video's probabilities averaged over its views."""
     model.eval()
     evaluator = ClassificationEvaluator(device=device, max_samples=evaluation_sample_limit(loader))
-    for clips, target, bad in progress(loader, desc='eval'):
+    for views, target, bad in progress(loader, desc='eval'):
         bad_log.update(bad)
-        if not len(clips):
+        if not len(views):
             continue
-        clips, target = clips.to(device), target.to(device)
-        views = clips.shape[1] if clips.ndim == 6 else 1
+        views, target = views.to(device), target.to(device)
         with amp_autocast():
-            logits = model(rearrange(clips, 'b v c t h w -> (b v) c t h w') if views > 1 else clips)
-        probs = rearrange(logits.float().softmax(dim=-1), '(b v) k -> b v k', v=views).mean(dim=1)
+            probs = view_probabilities(model, views)
         evaluator.update(probs.clamp_min(1e-12).log(), target)  # log of averaged probabilities = its own logits
     return dict(evaluator.compute(distributed=args.distributed))
 
@@ -205,6 +212,9 @@ def train_one_epoch(epoch, task, loader, optimizer, lr_scheduler, args, device, 
     for batch_idx, (clips, target, bad) in enumerate(progress(loader, desc=f'epoch {epoch}')):
         bad_log.update(bad)
         need_update = batch_idx == last_idx or (batch_idx + 1) % accum == 0
+        if clips.ndim == 6:  # repeated sampling: (videos, K clips, ...) -> clips, each with its video's label
+            target = target.repeat_interleave(clips.shape[1])
+            clips = rearrange(clips, 'b k c t h w -> (b k) c t h w')
         if mixup_fn is not None and len(clips) % 2:  # skipped videos can leave an odd batch; Mixup pairs clips
             clips, target = clips[:-1], target[:-1]
         if not len(clips):
@@ -400,6 +410,9 @@ def _main(argv) -> int:
     from timm_inti.checkpoints import read_checkpoint_metadata
     from timm_inti.video import BadVideoLog, collate_videos, create_video_datasets
 
+    if args.batch_size % args.num_samples:
+        raise UsageError(f'-b/--batch-size counts clips and must be a multiple of --num-samples: '
+                         f'got -b {args.batch_size} and --num-samples {args.num_samples}')
     model_kwargs = dict(num_frames=args.num_frames, **args.model_kwargs)
     if args.img_size is not None:
         model_kwargs['img_size'] = args.img_size
@@ -414,7 +427,8 @@ def _main(argv) -> int:
     train_set, val_set = create_video_datasets(
         args.data_dir, data_config, num_frames=args.num_frames, train_split=args.train_split,
         val_split=args.val_split, test_clips=args.test_clips, test_crops=args.test_crops, stride=args.stride,
-        bad_files=args.bad_files, eval_only=args.eval_only, classes=classes)
+        bad_files=args.bad_files, eval_only=args.eval_only, classes=classes, num_samples=args.num_samples,
+        shared_frames=args.shared_frames)
     label_names = (val_set if args.eval_only else train_set).classes
     if args.num_classes is not None and args.num_classes != len(label_names):
         shown = ', '.join(label_names[:5]) + (', ...' if len(label_names) > 5 else '')
@@ -423,8 +437,10 @@ def _main(argv) -> int:
     num_classes = len(label_names)
     model_kwargs['num_classes'] = num_classes
     world = args.world_size if args.distributed else 1
-    if train_set is not None and len(train_set) < args.batch_size * world:
-        batch = f'-b {args.batch_size}' + (f' x {world} processes' if world > 1 else '')
+    videos_per_step = args.batch_size // args.num_samples * world  # -b counts clips, K of them per video
+    if train_set is not None and len(train_set) < videos_per_step:
+        batch = f'-b {args.batch_size}' + (f' / --num-samples {args.num_samples}' if args.num_samples > 1 else '') + (
+            f' x {world} processes' if world > 1 else '')
         raise UsageError(f'{batch} is more than the {len(train_set)} training videos of {args.train_split!r}: '
                          f'no full batch, nothing to train on (the last, incomplete batch is dropped); lower -b')
 
@@ -483,8 +499,8 @@ def _main(argv) -> int:
     loader_kwargs = dict(num_workers=args.workers, worker_init_fn=_seed_worker, generator=generator,
                          collate_fn=collate_videos, pin_memory=device.type == 'cuda')
     train_loader = torch.utils.data.DataLoader(
-        train_set, batch_size=args.batch_size, shuffle=train_sampler is None, sampler=train_sampler, drop_last=True,
-        **loader_kwargs) if train_set is not None else None
+        train_set, batch_size=args.batch_size // args.num_samples,  # videos; each gives --num-samples clips
+        shuffle=train_sampler is None, sampler=train_sampler, drop_last=True, **loader_kwargs) if train_set is not None else None
     val_loader = torch.utils.data.DataLoader(
         val_set, batch_size=args.validation_batch_size or args.batch_size, shuffle=False, sampler=val_sampler,
         **loader_kwargs) if val_set is not None else None

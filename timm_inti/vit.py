@@ -22,8 +22,8 @@ The blocks, patch embedding, norms, pooling and checkpoint conversion are timm's
 With InTI layers at their averaging init and a zero temporal embedding, a CLIP-initialised
 model equals the image tower on a one-frame clip.
 """
+import operator
 import pickle
-from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
@@ -31,18 +31,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 from safetensors import SafetensorError
-from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-from timm.layers import LayerNorm
-from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs, register_model, resolve_pretrained_cfg
+from timm.models import (
+    build_model_with_cfg, checkpoint, generate_default_cfgs, load_pretrained, register_model, resolve_pretrained_cfg,
+)
 from timm.models._features import feature_take_indices
 from timm.models._input import update_model_args
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as _vit_checkpoint_filter_fn
 
+from .backbones import BACKBONES, Backbone, Weights, find_backbone
 from .inti import InTI, Weighting, merged_num_frames
 from .temporal import STAdapter
 
-__all__ = ['VideoVisionTransformer', 'CheckpointError', 'MODEL_ALIASES', 'checkpoint_filter_fn', 'resample_temporal_embed']
+__all__ = [
+    'VideoVisionTransformer', 'CheckpointError', 'MODEL_ALIASES', 'checkpoint_filter_fn', 'create_video_model',
+    'register_backbone',
+    'resample_temporal_embed',
+]
 
 
 class CheckpointError(ValueError):
@@ -56,6 +61,30 @@ def resample_temporal_embed(embed: torch.Tensor, num_frames: int) -> torch.Tenso
     x = rearrange(embed, '() t () d -> () d t').float()
     x = F.interpolate(x, size=num_frames, mode='linear', align_corners=False)
     return rearrange(x, '() d t -> () t () d').to(embed.dtype)
+
+
+def _check_count(name: str, value: Any, minimum: int = 1) -> int:
+    """An integer argument (bools, floats and strings refused) of at least ``minimum``."""
+    if isinstance(value, bool) or not hasattr(value, '__index__'):
+        raise ValueError(f'{name} must be an integer of at least {minimum}, got {value!r} ({type(value).__name__})')
+    value = operator.index(value)
+    if value < minimum:
+        raise ValueError(f'{name} must be an integer of at least {minimum}, got {value}')
+    return value
+
+
+def _check_schedule(inti_after: Any, depth: int) -> Tuple[int, ...]:
+    """``inti_after`` as a tuple of distinct, increasing block counts in [1, depth], or a ValueError saying why not."""
+    allowed = f'a sequence of distinct, increasing integer block counts between 1 and depth={depth}, e.g. ({max(depth // 4, 1)},)'
+    if isinstance(inti_after, (str, bytes)) or not isinstance(inti_after, Sequence):
+        raise ValueError(f'inti_after must be {allowed}; got {inti_after!r} ({type(inti_after).__name__})')
+    bad = [k for k in inti_after if isinstance(k, bool) or not hasattr(k, '__index__')]
+    if bad:
+        raise ValueError(f'inti_after must be {allowed}; got {tuple(inti_after)!r}, where {bad[0]!r} is not an integer')
+    schedule = tuple(int(k) for k in inti_after)
+    if any(k < 1 or k > depth for k in schedule) or list(schedule) != sorted(set(schedule)):
+        raise ValueError(f'inti_after must be {allowed}; got {schedule}')
+    return schedule
 
 
 class VideoVisionTransformer(VisionTransformer):
@@ -93,16 +122,41 @@ class VideoVisionTransformer(VisionTransformer):
             **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        dd = {'device': kwargs.get('device'), 'dtype': kwargs.get('dtype')}
+        self._init_video_parts(
+            num_frames=num_frames,
+            inti_after=inti_after,
+            inti_hidden_dim=inti_hidden_dim,
+            inti_kernel_sizes=inti_kernel_sizes,
+            inti_global_context=inti_global_context,
+            inti_weighting=inti_weighting,
+            adapter_dim=adapter_dim,
+            adapter_kernel_size=adapter_kernel_size,
+            patch_drop_rate=kwargs.get('patch_drop_rate', 0.),
+            device=kwargs.get('device'),
+            dtype=kwargs.get('dtype'),
+        )
+
+    def _init_video_parts(
+            self,
+            num_frames: int = 8,
+            inti_after: Sequence[int] = (),
+            inti_hidden_dim: Optional[int] = None,
+            inti_kernel_sizes: Sequence[int] = (1, 3, 7),
+            inti_global_context: bool = True,
+            inti_weighting: Weighting = 'softmax',
+            adapter_dim: int = 0,
+            adapter_kernel_size: Sequence[int] = (3, 1, 1),
+            patch_drop_rate: float = 0.,
+            device=None,
+            dtype=None,
+    ) -> None:
+        """Add what an image ViT lacks: the temporal embedding, the InTI layers and the temporal modules."""
+        dd = {'device': device, 'dtype': dtype}
         depth = len(self.blocks)
-        if num_frames < 1:
-            raise ValueError(f'num_frames must be at least 1, got {num_frames}')
-        inti_after = tuple(int(k) for k in inti_after)
-        if any(k < 1 or k > depth for k in inti_after) or list(inti_after) != sorted(set(inti_after)):
-            raise ValueError(
-                f'inti_after must hold distinct, increasing block counts between 1 and depth={depth}, '
-                f'got {inti_after}')
-        if inti_after and kwargs.get('patch_drop_rate', 0.):
+        num_frames = _check_count('num_frames', num_frames)
+        inti_after = _check_schedule(inti_after, depth)
+        adapter_dim = _check_count('adapter_dim', adapter_dim, minimum=0)
+        if inti_after and patch_drop_rate:
             raise ValueError('patch_drop_rate > 0 drops different patches in every frame; InTI needs them aligned')
 
         self.num_frames = num_frames
@@ -153,6 +207,22 @@ class VideoVisionTransformer(VisionTransformer):
 
     def _as_clip(self, x: torch.Tensor) -> Tuple[torch.Tensor, bool]:
         """Check the input and return it as a clip (B, C, T, H, W), and whether it was an image batch."""
+        expected = 'a float tensor clip (B, C, T, H, W) or image batch (B, C, H, W)'
+        if not isinstance(x, torch.Tensor):
+            kind = type(x).__name__
+            hint = {'ndarray': ': convert it with torch.from_numpy(x)', 'list': ': stack the clips with torch.stack',
+                    'tuple': ': stack the clips with torch.stack'}.get(kind, '')
+            raise TypeError(f'{type(self).__name__} expects {expected}, got a {type(x).__module__}.{kind}{hint}')
+        if not x.is_floating_point():
+            raise TypeError(
+                f'{type(self).__name__} expects {expected}, got dtype {x.dtype}: scale uint8 frames to [0, 1] with '
+                f'x.float() / 255 and normalise them with the model\'s mean and std '
+                f'(timm.data.resolve_data_config(model=model)), as timm_inti.video\'s transforms do')
+        weight = self.patch_embed.proj.weight
+        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(
+                f'the input is {x.dtype} and the model {weight.dtype}: convert one to the other '
+                f'(x.to({weight.dtype}) or model.to({x.dtype})), or run under torch.autocast')
         if x.ndim not in (4, 5):
             raise ValueError(
                 f'{type(self).__name__} expects a clip (B, C, T, H, W) or an image batch (B, C, H, W), '
@@ -170,6 +240,8 @@ class VideoVisionTransformer(VisionTransformer):
                 f'(input shape {tuple(x.shape)}).{hint}')
         if frames < 1:
             raise ValueError(f'expected at least one frame in dim 2 of (B, C, T, H, W), got {frames}')
+        if x.shape[0] == 0:
+            raise ValueError(f'empty batch: expected at least one clip in dim 0, got input shape {tuple(x.shape)}')
         embed = self.patch_embed
         if embed.strict_img_size and (height, width) != tuple(embed.img_size):
             raise ValueError(
@@ -392,20 +464,15 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VideoVision
     return state_dict
 
 
-# MLP activation each family of CLIP weights was trained with (OpenAI's CLIP uses QuickGELU)
-_TAG_ACT_LAYER = {
-    'openai': 'quick_gelu',
-    'laion2b': 'gelu',
-    'datacompxl': 'gelu',
-}
-
-
 def _create_inti_vit(variant: str, pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
     out_indices = kwargs.pop('out_indices', 3)
     cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
-    if 'act_layer' not in kwargs:
+    found = find_backbone(variant)
+    if 'act_layer' not in kwargs and found is not None:
         # the activation follows the weights a tag loads, not the architecture name
-        kwargs['act_layer'] = _TAG_ACT_LAYER.get(cfg.tag, 'quick_gelu')
+        act_layer = found[0].weights(cfg.tag).act_layer
+        if act_layer is not None:
+            kwargs['act_layer'] = act_layer
     try:
         model = build_model_with_cfg(
             VideoVisionTransformer,
@@ -420,180 +487,176 @@ def _create_inti_vit(variant: str, pretrained: bool = False, **kwargs) -> VideoV
             raise
         # timm's readers say what broke but not in which file
         raise CheckpointError(f'{_weights_source(cfg.to_dict())}: cannot read the pretrained weights: {e}') from e
-    if isinstance(kwargs['act_layer'], str):
+    if isinstance(kwargs.get('act_layer'), str):
         update_model_args(model, act_layer=kwargs['act_layer'])  # saved configs rebuild the same activation
     return model
 
 
-def _cfg(hf_hub_id: str, **kwargs) -> Dict[str, Any]:
+# The generic path: any timm VisionTransformer checkpoint as a video model
+
+_VIDEO_KWARGS = (
+    'num_frames', 'inti_after', 'inti_hidden_dim', 'inti_kernel_sizes', 'inti_global_context', 'inti_weighting',
+    'adapter_dim', 'adapter_kernel_size',
+)
+# what VideoVisionTransformer replaces; a subclass of timm's ViT that overrides one of these
+# computes something the video model would silently drop
+_VIDEO_METHODS = ('forward', 'forward_features', 'forward_head', 'forward_intermediates', 'prune_intermediate_layers')
+
+
+def _video_class(cls: type, model_name: str) -> type:
+    """The video class for timm image class ``cls``, or a TypeError naming the supported classes."""
+    if issubclass(cls, VideoVisionTransformer):
+        return cls
+    if cls is VisionTransformer:
+        return VideoVisionTransformer
+    overridden = [m for m in _VIDEO_METHODS if issubclass(cls, VisionTransformer) and getattr(cls, m) is not getattr(VisionTransformer, m)]
+    if not issubclass(cls, VisionTransformer) or overridden:
+        why = f'overrides {", ".join(overridden)}' if overridden else 'is not a timm VisionTransformer'
+        raise TypeError(
+            f'{model_name} is a {cls.__module__}.{cls.__name__}, which {why}: timm_inti turns models of class '
+            f'timm.models.vision_transformer.VisionTransformer (or a subclass that keeps its forward methods) into '
+            f'video models; the Eva family (EVA02, Perception Encoder) and other classes are not supported')
+    return type(f'Video{cls.__name__}', (VideoVisionTransformer, cls), {'__module__': cls.__module__})
+
+
+def create_video_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> VideoVisionTransformer:
+    """Any timm ViT as a video model with InTI, with its own pretrained weights and cfg.
+
+    ``model_name`` is what ``timm.create_model`` takes: a registered InTI model
+    (``"inti_vit_b16.laion2b"``), or any timm model of class ``VisionTransformer`` with an optional
+    tag (``"vit_base_patch16_siglip_224.v2_webli"``), or ``hf-hub:`` / ``local-dir:`` names of either,
+    including video models saved by ``timm_inti.save_pretrained``.
+
+    timm builds the image model with its own arguments and pretrained cfg (mean, std, size,
+    pooling, head); the video parts are added (timm's ViT class becomes ``VideoVisionTransformer``,
+    ToMe-style), and ``pretrained=True`` loads the weights through timm's loader and this module's
+    checkpoint filter, so image towers and video checkpoints both load, and partial loads are refused.
+
+    Args:
+        pretrained: Load the weights of the cfg (the tag's Hub repository, or ``pretrained_cfg_overlay``'s file).
+        **kwargs: The video arguments of ``VideoVisionTransformer`` (``num_frames``, ``inti_after``
+            (default: one InTI layer after a quarter of the blocks), ``inti_*``, ``adapter_*``); the
+            rest go to ``timm.create_model`` (``num_classes``, ``img_size``, ``pretrained_cfg_overlay``, ...).
+    """
+    import timm
+    from timm.models._factory import parse_model_name
+    from timm.models._hub import load_model_config_from_hf, load_model_config_from_path
+    from timm.models._registry import split_model_name_tag
+
+    source, model_id = parse_model_name(model_name)
+    pretrained_cfg, saved_args = None, {}
+    if source == 'hf-hub':
+        pretrained_cfg, arch, saved_args = load_model_config_from_hf(model_id)
+    elif source == 'local-dir':
+        pretrained_cfg, arch, saved_args = load_model_config_from_path(model_id)
+    else:
+        arch = split_model_name_tag(model_id)[0]
+    if find_backbone(arch) is not None:  # registered: timm builds it with its InTI schedule
+        return timm.create_model(model_name, pretrained=pretrained, **kwargs)
+    if kwargs.get('features_only'):
+        raise ValueError(
+            f'features_only is for the registered InTI models; for {model_name} use '
+            f'model.forward_intermediates(clip), which returns the same maps')
+
+    saved_args = saved_args or {}
+    video_kwargs = {k: saved_args[k] for k in _VIDEO_KWARGS if k in saved_args}
+    video_kwargs.update({k: kwargs.pop(k) for k in _VIDEO_KWARGS if k in kwargs})
+    if source:
+        # timm would hand the saved video arguments to the image class: build from the saved cfg instead
+        image_args = {k: v for k, v in saved_args.items() if k not in _VIDEO_KWARGS}
+        model = timm.create_model(arch, pretrained=False, pretrained_cfg=pretrained_cfg, **dict(image_args, **kwargs))
+    else:
+        model = timm.create_model(model_name, pretrained=False, **kwargs)
+    model.__class__ = _video_class(type(model), model_name)
+    param = next(model.parameters())
+    video_kwargs.setdefault('inti_after', (max(len(model.blocks) // 4, 1),))
+    model._init_video_parts(
+        **video_kwargs, patch_drop_rate=float(getattr(model.patch_drop, 'prob', 0.) or 0.),
+        device=param.device, dtype=param.dtype)
+    update_model_args(model, **{k: list(v) if isinstance(v, tuple) else v for k, v in video_kwargs.items()})
+    if pretrained:
+        cfg = model.pretrained_cfg
+        try:
+            load_pretrained(
+                model, pretrained_cfg=cfg, num_classes=model.num_classes, in_chans=model.in_chans,
+                filter_fn=checkpoint_filter_fn)
+        except (SafetensorError, pickle.UnpicklingError, EOFError, OSError, RuntimeError) as e:
+            raise CheckpointError(f'{_weights_source(cfg)}: cannot read the pretrained weights: {e}') from e
+    return model
+
+
+# Registrations, generated from the backbone table (timm_inti.backbones): for every backbone and
+# variant an entrypoint under the timm-style long name and one under the short alias, each with
+# a pretrained cfg per tag (the first tag is the default). The weights are CLIP (or other) image
+# towers that timm publishes on the Hub: InTI layers and temporal embeddings start at their init.
+
+def _pretrained_cfg(backbone: Backbone, weights: Weights) -> Dict[str, Any]:
     return {
-        'hf_hub_id': hf_hub_id,
-        'num_classes': 512,
-        'input_size': (3, 224, 224),
+        'hf_hub_id': weights.hf_hub_id,
+        'num_classes': weights.num_classes,
+        'input_size': (3, backbone.img_size, backbone.img_size),
         'pool_size': None,
-        'crop_pct': 1.0,
+        'crop_pct': weights.crop_pct,
         'interpolation': 'bicubic',
         'fixed_input_size': True,
-        'mean': OPENAI_CLIP_MEAN,
-        'std': OPENAI_CLIP_STD,
+        'mean': weights.mean,
+        'std': weights.std,
         'first_conv': 'patch_embed.proj',
         'classifier': 'head',
+        'license': weights.license,
         'paper_ids': 'arXiv:2408.06840',
         'paper_name': 'Dynamic and Compressive Adaptation of Transformers From Images to Videos',
-        **kwargs,
     }
 
 
-# CLIP image towers that timm publishes on the Hub; the head is CLIP's image projection.
-# These are image weights: InTI layers and temporal embeddings start at their init.
-_CLIP_TOWERS = {
-    'b16': {
-        'openai': _cfg('timm/vit_base_patch16_clip_224.openai', crop_pct=0.9, license='mit'),
-        'laion2b': _cfg('timm/vit_base_patch16_clip_224.laion2b', license='mit'),
-        'datacompxl': _cfg('timm/vit_base_patch16_clip_224.datacompxl', license='mit'),
-    },
-    'l14': {
-        'openai': _cfg('timm/vit_large_patch14_clip_224.openai', num_classes=768, license='mit'),
-        'laion2b': _cfg(
-            'timm/vit_large_patch14_clip_224.laion2b', num_classes=768, license='mit',
-            mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD),
-        'datacompxl': _cfg('timm/vit_large_patch14_clip_224.datacompxl', num_classes=768, license='mit'),
-    },
-}
-
-# short name users type -> (timm-style name, CLIP tower); a tower's first tag is the default
-_MODELS = {
-    'inti_vit_b16': ('inti_vit_base_patch16_clip_224', 'b16'),
-    'inti_vit_b16_deep': ('inti_vit_base_patch16_clip_224_deep', 'b16'),
-    'inti_vit_l14': ('inti_vit_large_patch14_clip_224', 'l14'),
-    'inti_vit_l14_deep': ('inti_vit_large_patch14_clip_224_deep', 'l14'),
-    'inti_vit_b16_temporal': ('inti_vit_base_patch16_clip_224_temporal', 'b16'),
-    'inti_vit_l14_temporal': ('inti_vit_large_patch14_clip_224_temporal', 'l14'),
-}
-MODEL_ALIASES = {alias: long_name for alias, (long_name, _) in _MODELS.items()}
-
-default_cfgs = generate_default_cfgs({
-    f'{name}.{tag}': cfg
-    for alias, (long_name, tower) in _MODELS.items()
-    for name in (long_name, alias)
-    for tag, cfg in _CLIP_TOWERS[tower].items()
-})
-
-_VIT_B16_CLIP = dict(
-    patch_size=16, embed_dim=768, depth=12, num_heads=12, pre_norm=True, norm_layer=partial(LayerNorm, eps=1e-5))
-_VIT_L14_CLIP = dict(
-    patch_size=14, embed_dim=1024, depth=24, num_heads=16, pre_norm=True, norm_layer=partial(LayerNorm, eps=1e-5))
+def _describe(backbone: Backbone, variant: str) -> str:
+    args = backbone.model_args(variant)
+    inti_after, depth = args['inti_after'], backbone.depth
+    if variant == '_deep':
+        return f'{backbone.description}, InTI after every quarter of the blocks {inti_after} of {depth}.'
+    text = f'{backbone.description}, one InTI layer after {inti_after[0]} of {depth} blocks'
+    if args.get('adapter_dim'):
+        text += f", and a spatio-temporal adapter (width {args['adapter_dim']}) before every block"
+    return text + '.'
 
 
-def _inti_vit_b16(variant: str, pretrained: bool, **kwargs) -> VideoVisionTransformer:
-    model_args = dict(_VIT_B16_CLIP, inti_after=(3,))
-    return _create_inti_vit(variant, pretrained=pretrained, **dict(model_args, **kwargs))
+def _entrypoint(name: str, backbone: Backbone, variant: str, doc: str):
+    """A real module-level entrypoint function, as timm's registry needs (it looks up this module's default_cfgs)."""
+    def entrypoint(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
+        return _create_inti_vit(name, pretrained=pretrained, **dict(backbone.model_args(variant), **kwargs))
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__module__ = __name__
+    entrypoint.__doc__ = doc
+    return entrypoint
 
 
-def _inti_vit_b16_deep(variant: str, pretrained: bool, **kwargs) -> VideoVisionTransformer:
-    model_args = dict(_VIT_B16_CLIP, inti_after=(3, 6, 9))
-    return _create_inti_vit(variant, pretrained=pretrained, **dict(model_args, **kwargs))
+MODEL_ALIASES: Dict[str, str] = {}  # short name users type -> timm-style long name
+default_cfgs: Dict[str, Any] = {}
 
 
-def _inti_vit_b16_temporal(variant: str, pretrained: bool, **kwargs) -> VideoVisionTransformer:
-    model_args = dict(_VIT_B16_CLIP, inti_after=(3,), adapter_dim=384, adapter_kernel_size=(3, 1, 1))
-    return _create_inti_vit(variant, pretrained=pretrained, **dict(model_args, **kwargs))
+def register_backbone(backbone: Backbone) -> List[str]:
+    """Register the InTI models of ``backbone`` (all variants, long names and aliases) with timm.
 
-
-def _inti_vit_l14(variant: str, pretrained: bool, **kwargs) -> VideoVisionTransformer:
-    model_args = dict(_VIT_L14_CLIP, inti_after=(6,))
-    return _create_inti_vit(variant, pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-def _inti_vit_l14_deep(variant: str, pretrained: bool, **kwargs) -> VideoVisionTransformer:
-    model_args = dict(_VIT_L14_CLIP, inti_after=(6, 12, 18))
-    return _create_inti_vit(variant, pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-def _inti_vit_l14_temporal(variant: str, pretrained: bool, **kwargs) -> VideoVisionTransformer:
-    model_args = dict(_VIT_L14_CLIP, inti_after=(6,), adapter_dim=512, adapter_kernel_size=(3, 1, 1))
-    return _create_inti_vit(variant, pretrained=pretrained, **dict(model_args, **kwargs))
-
-
-@register_model
-def inti_vit_base_patch16_clip_224(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
-    """ CLIP ViT-B/16, one InTI layer after 3 of 12 blocks: 37.5% fewer GFLOPs than per-frame ViT-B/16.
+    The backbone joins ``timm_inti.backbones.BACKBONES``, so its activation per tag and its text
+    towers are found like those of the built-in ones. Returns the registered names.
     """
-    return _inti_vit_b16('inti_vit_base_patch16_clip_224', pretrained, **kwargs)
+    if not backbone.tags:
+        raise ValueError(f'backbone {backbone.name!r} has no pretrained tags; give at least one Weights entry')
+    BACKBONES[backbone.name] = backbone
+    names = []
+    for long_name, alias, variant in backbone.model_names():
+        default_cfgs.update(generate_default_cfgs({
+            f'{name}.{tag}': _pretrained_cfg(backbone, weights)
+            for name in (long_name, alias) for tag, weights in backbone.tags.items()
+        }))
+        for name, doc in ((long_name, _describe(backbone, variant)), (alias, f'Short name of {long_name}.')):
+            fn = _entrypoint(name, backbone, variant, doc)
+            globals()[name] = fn  # importable as timm_inti.vit.<name>, like a hand-written entrypoint
+            register_model(fn)
+            names.append(name)
+        MODEL_ALIASES[alias] = long_name
+    return names
 
 
-@register_model
-def inti_vit_b16(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
-    """ Short name of inti_vit_base_patch16_clip_224.
-    """
-    return _inti_vit_b16('inti_vit_b16', pretrained, **kwargs)
-
-
-@register_model
-def inti_vit_base_patch16_clip_224_deep(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
-    """ CLIP ViT-B/16, InTI after every quarter of the blocks (3, 6, 9): 52.5% fewer GFLOPs than per-frame.
-    """
-    return _inti_vit_b16_deep('inti_vit_base_patch16_clip_224_deep', pretrained, **kwargs)
-
-
-@register_model
-def inti_vit_b16_deep(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
-    """ Short name of inti_vit_base_patch16_clip_224_deep.
-    """
-    return _inti_vit_b16_deep('inti_vit_b16_deep', pretrained, **kwargs)
-
-
-@register_model
-def inti_vit_large_patch14_clip_224(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
-    """ CLIP ViT-L/14, one InTI layer after 6 of 24 blocks: 37.5% fewer GFLOPs than per-frame ViT-L/14.
-    """
-    return _inti_vit_l14('inti_vit_large_patch14_clip_224', pretrained, **kwargs)
-
-
-@register_model
-def inti_vit_l14(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
-    """ Short name of inti_vit_large_patch14_clip_224.
-    """
-    return _inti_vit_l14('inti_vit_l14', pretrained, **kwargs)
-
-
-@register_model
-def inti_vit_large_patch14_clip_224_deep(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
-    """ CLIP ViT-L/14, InTI after every quarter of the blocks (6, 12, 18): 52.5% fewer GFLOPs than per-frame.
-    """
-    return _inti_vit_l14_deep('inti_vit_large_patch14_clip_224_deep', pretrained, **kwargs)
-
-
-@register_model
-def inti_vit_l14_deep(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
-    """ Short name of inti_vit_large_patch14_clip_224_deep.
-    """
-    return _inti_vit_l14_deep('inti_vit_l14_deep', pretrained, **kwargs)
-
-
-@register_model
-def inti_vit_base_patch16_clip_224_temporal(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
-    """ CLIP ViT-B/16, InTI after 3 of 12 blocks, and a spatio-temporal adapter (width 384) before every block.
-    """
-    return _inti_vit_b16_temporal('inti_vit_base_patch16_clip_224_temporal', pretrained, **kwargs)
-
-
-@register_model
-def inti_vit_b16_temporal(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
-    """ Short name of inti_vit_base_patch16_clip_224_temporal.
-    """
-    return _inti_vit_b16_temporal('inti_vit_b16_temporal', pretrained, **kwargs)
-
-
-@register_model
-def inti_vit_large_patch14_clip_224_temporal(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
-    """ CLIP ViT-L/14, InTI after 6 of 24 blocks, and a spatio-temporal adapter (width 512) before every block.
-    """
-    return _inti_vit_l14_temporal('inti_vit_large_patch14_clip_224_temporal', pretrained, **kwargs)
-
-
-@register_model
-def inti_vit_l14_temporal(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
-    """ Short name of inti_vit_large_patch14_clip_224_temporal.
-    """
-    return _inti_vit_l14_temporal('inti_vit_l14_temporal', pretrained, **kwargs)
+for _backbone in list(BACKBONES.values()):
+    register_backbone(_backbone)

@@ -1,15 +1,22 @@
-""" Zero-shot classification heads from CLIP text embeddings.
+""" Zero-shot classification heads from the text embeddings of an image-text model.
 
-A CLIP-initialised InTI model (pretrained head = CLIP's image projection) outputs CLIP image
-embeddings. ``set_zero_shot_head`` swaps that head for one that scores the embedding against
-the text embeddings of class names, written into prompt templates and averaged per class
-(open_clip's ``build_zero_shot_classifier``), exactly as CLIP classifies images:
+A video model initialised from image-text weights (CLIP, SigLIP 2) outputs the image
+embedding: CLIP's image projection is its head, SigLIP's attention-pooled features are the
+embedding itself. ``set_zero_shot_head`` swaps the head for one that scores the embedding
+against the text embeddings of class names, written into prompt templates and averaged per
+class (open_clip's ``build_zero_shot_classifier``), exactly as the image-text model scores
+images:
 
-    logits = logit_scale * normalize(projection(pooled)) @ normalize(text_embeddings)
+    logits = logit_scale * normalize(head(pooled)) @ normalize(text_embeddings) [+ logit_bias]
+
+CLIP turns the logits into probabilities with a softmax over classes; SigLIP, trained with a
+sigmoid loss, with an independent sigmoid per class and its learned ``logit_bias``
+(``ZeroShotHead.probabilities`` applies the right one).
 
 The text tower must be the one trained with the image weights: ``text_tower_for(model)``
-finds it from the model's pretrained tag, ``create_text_tower`` builds it with open_clip
-(downloading its weights, or from a local checkpoint path).
+finds it in the backbone table (``timm_inti.backbones``) from the model's pretrained cfg,
+``create_text_tower`` builds it with open_clip (downloading its weights, or from a local
+checkpoint path).
 """
 from typing import Optional, Sequence, Tuple
 
@@ -17,7 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['VIDEO_TEMPLATES', 'TEXT_TOWERS', 'ZeroShotHead', 'text_tower_for', 'create_text_tower', 'set_zero_shot_head']
+from .backbones import find_backbone, find_weights
+
+__all__ = ['VIDEO_TEMPLATES', 'ZeroShotHead', 'text_tower_for', 'create_text_tower', 'set_zero_shot_head']
 
 # the action prompts used with CLIP on Kinetics (as in ActionCLIP and X-CLIP)
 VIDEO_TEMPLATES = tuple(
@@ -27,48 +36,85 @@ VIDEO_TEMPLATES = tuple(
                     'a person performing {}', 'a person practicing {}')
 )
 
-# (image width, pretrained tag) -> the open_clip (model, pretrained) trained with those image weights
-TEXT_TOWERS = {
-    (768, 'openai'): ('ViT-B-16-quickgelu', 'openai'),
-    (768, 'laion2b'): ('ViT-B-16', 'laion2b_s34b_b88k'),
-    (768, 'datacompxl'): ('ViT-B-16', 'datacomp_xl_s13b_b90k'),
-    (1024, 'openai'): ('ViT-L-14-quickgelu', 'openai'),
-    (1024, 'laion2b'): ('ViT-L-14', 'laion2b_s32b_b82k'),
-    (1024, 'datacompxl'): ('ViT-L-14', 'datacomp_xl_s13b_b90k'),
-}
-
-
 class ZeroShotHead(nn.Module):
-    """CLIP's image projection followed by cosine similarity to fixed class text embeddings."""
+    """The model's embedding head, then scaled cosine similarity to fixed class text embeddings.
 
-    def __init__(self, projection: nn.Linear, class_embeddings: torch.Tensor, logit_scale: float = 100.0):
+    Args:
+        projection: The head that makes the image embedding: CLIP's image projection (a Linear
+            layer), or ``nn.Identity`` where the pooled features are the embedding (SigLIP).
+        class_embeddings: (embed_dim, num_classes) text embeddings, one column per class.
+        logit_scale: The image-text model's learned temperature, ``logit_scale.exp()``.
+        logit_bias: SigLIP's learned bias; with it, scores are independent sigmoids per class.
+        embed_dim: Width of the embedding when ``projection`` has no ``out_features``.
+    """
+
+    def __init__(
+            self,
+            projection: nn.Module,
+            class_embeddings: torch.Tensor,
+            logit_scale: float = 100.0,
+            logit_bias: Optional[float] = None,
+            embed_dim: Optional[int] = None,
+    ):
         super().__init__()
-        if class_embeddings.shape[0] != projection.out_features:
+        width = getattr(projection, 'out_features', embed_dim)
+        if width is not None and class_embeddings.shape[0] != width:
             raise ValueError(
-                f'text embeddings have {class_embeddings.shape[0]} dims, the image projection '
-                f'{projection.out_features}: the towers do not belong together')
+                f'text embeddings have {class_embeddings.shape[0]} dims, the image embedding '
+                f'{width}: the towers do not belong together')
         self.projection = projection
         self.register_buffer('class_embeddings', F.normalize(class_embeddings.float(), dim=0))
         self.logit_scale = logit_scale
+        self.logit_bias = logit_bias
 
     @property
     def num_classes(self) -> int:
         return self.class_embeddings.shape[1]
 
+    @property
+    def scoring(self) -> str:
+        """``'sigmoid'`` (SigLIP: an independent probability per class) or ``'softmax'`` (CLIP)."""
+        return 'softmax' if self.logit_bias is None else 'sigmoid'
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         image = F.normalize(self.projection(x), dim=-1)
-        return self.logit_scale * image @ self.class_embeddings.to(image.dtype)
+        logits = self.logit_scale * image @ self.class_embeddings.to(image.dtype)
+        return logits if self.logit_bias is None else logits + self.logit_bias
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities from this head's logits, as the image-text model computes them."""
+        return logits.softmax(dim=-1) if self.logit_bias is None else logits.sigmoid()
 
 
 def text_tower_for(model: nn.Module) -> Tuple[str, str]:
-    """The open_clip (model name, pretrained tag) whose text tower matches ``model``'s CLIP weights."""
-    tag = model.pretrained_cfg.get('tag')
-    key = (model.embed_dim, tag)
-    if key not in TEXT_TOWERS:
+    """The open_clip (model name, pretrained tag) whose text tower matches ``model``'s image weights.
+
+    Looked up in the backbone table, by the registered architecture and tag, or for a model from
+    ``create_video_model`` by the Hub id of its image weights.
+    """
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    arch, tag, hub_id = cfg.get('architecture'), cfg.get('tag'), cfg.get('hf_hub_id')
+    found = find_backbone(arch) if arch else None
+    if found is not None and (tag is None or tag in found[0].tags):
+        backbone, weights = found[0], found[0].weights(tag)
+        tag = tag or next(iter(backbone.tags))
+    else:
+        by_hub_id = find_weights(hub_id)
+        if by_hub_id is None:
+            raise ValueError(
+                f'no known text tower for {arch or type(model).__name__} (pretrained tag {tag!r}, weights '
+                f'{hub_id!r}): the backbone table (timm_inti.backbones) does not list these weights; pass a '
+                f'text tower explicitly (open_clip model name and pretrained tag or checkpoint)')
+        backbone, tag, weights = by_hub_id
+    if weights.text_tower is None:
         raise ValueError(
-            f'no known text tower for a {model.embed_dim}-wide model with pretrained tag {tag!r}; '
-            f'pass one explicitly (open_clip model name and pretrained tag or checkpoint)')
-    return TEXT_TOWERS[key]
+            f'no known text tower for {backbone.description} weights {tag!r}: they are image-only weights, '
+            f'trained without text')
+    if model.embed_dim != backbone.embed_dim:
+        raise ValueError(
+            f'no known text tower for a {model.embed_dim}-wide model: the {backbone.description} text tower '
+            f'({weights.text_tower[0]}) belongs to {backbone.embed_dim}-wide image weights; pass one explicitly')
+    return weights.text_tower
 
 
 def create_text_tower(model_name: str, pretrained: Optional[str], device='cpu'):
@@ -86,16 +132,25 @@ def set_zero_shot_head(
         tokenizer,
         templates: Sequence[str] = VIDEO_TEMPLATES,
 ) -> ZeroShotHead:
-    """Replace ``model``'s CLIP projection head by a zero-shot head over ``classnames``; returns the head."""
+    """Replace ``model``'s embedding head by a zero-shot head over ``classnames``; returns the head.
+
+    ``clip_model`` is the open_clip model whose text tower matches the image weights; a
+    ``logit_bias`` on it (SigLIP) makes the head score with sigmoids.
+    """
     from open_clip import build_zero_shot_classifier
-    if not isinstance(model.head, nn.Linear):
-        raise ValueError(f'the model head must be CLIP\'s image projection (a Linear layer), got {type(model.head).__name__}')
+    if not isinstance(model.head, (nn.Linear, nn.Identity)):
+        raise ValueError(
+            'the model head must be the image embedding head: CLIP\'s image projection (a Linear layer) or none '
+            f'(nn.Identity, where the pooled features are the embedding, as in SigLIP); got {type(model.head).__name__}')
     if not classnames:
         raise ValueError('zero-shot classification needs at least one class name')
     device = next(model.parameters()).device
     class_embeddings = build_zero_shot_classifier(
         clip_model, tokenizer, list(classnames), list(templates), device=device)
-    head = ZeroShotHead(model.head, class_embeddings, float(clip_model.logit_scale.exp()))
+    bias = getattr(clip_model, 'logit_bias', None)
+    head = ZeroShotHead(
+        model.head, class_embeddings, float(clip_model.logit_scale.exp()),
+        logit_bias=None if bias is None else float(bias), embed_dim=model.num_features)
     model.head = head
     model.num_classes = head.num_classes
     return head

@@ -1,4 +1,4 @@
-"""Write the model cards of the registered variants (CLIP initialisations) to weights/cards/.
+"""Write the model cards of the registered CLIP variants (CLIP initialisations) to weights/cards/.
 
     python weights/cards.py
 
@@ -14,8 +14,14 @@ import timm
 import torch
 
 import timm_inti
+from timm_inti.backbones import BACKBONES
 from timm_inti.cli import UsageError, add_debug_argument, command
 from timm_inti.hub import model_card
+
+# timm_inti.hub.model_card describes a CLIP initialisation (CLIP image tower, CLIP's projection as the
+# head): cards for the CLIP backbones of the table; the other families need a backbone-neutral card
+CARD_MODELS = [alias for b in BACKBONES.values() if b.description.startswith('CLIP ')
+               for _, alias, _ in b.model_names()]
 
 
 @command('cards.py')
@@ -23,7 +29,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog='cards.py', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', type=Path, default=Path(__file__).parent / 'cards')
-    parser.add_argument('--models', nargs='+', default=list(timm_inti.MODEL_ALIASES))
+    parser.add_argument('--models', nargs='+', default=CARD_MODELS)
     add_debug_argument(parser)
     args = parser.parse_args(argv)
     unknown = [name for name in args.models if not timm.list_pretrained(f'{name}.*')]

@@ -6,8 +6,12 @@
     ``relative/path.mp4 label`` (label an index or a class name), or a CSV with ``path``
     and ``label`` columns. Paths are relative to ``root``.
 
-An item is ``(clip, label, bad)``: ``clip`` is (C, T, H, W), or (V, C, T, H, W) with several
-evaluation views (``num_clips`` temporal clips x ``num_crops`` spatial crops, clip-major);
+  * ``VideoPaths``: plain video paths without labels (``timm-inti-predict``); an item's
+    label is its position in the list.
+
+An item is ``(clip, label, bad)``: a training ``clip`` is (C, T, H, W); an evaluation one
+is always its views (V, C, T, H, W), V = ``num_clips`` temporal clips x ``num_crops`` spatial
+crops, clip-major, V = 1 included, so a batch of them is (B, V, C, T, H, W);
 ``bad`` lists the ``(path, reason)`` of videos that could not be decoded on the way.
 A video that cannot be decoded never raises inside a DataLoader worker. With
 ``bad_files='skip'`` its item has ``clip=None`` and ``collate_videos`` drops it from the
@@ -24,11 +28,12 @@ import torch
 from timm.data.readers.reader_image_folder import find_images_and_targets, natural_key
 
 from .decode import VIDEO_EXTENSIONS, VideoDecodeError, VideoInfo, read_frames
+from .prepare import MANIFEST, read_manifest
 from .sampling import sample_indices
 from .transforms import create_video_transform
 
 __all__ = [
-    'VideoDataset', 'VideoFolder', 'VideoList', 'VideoBatch', 'BadVideoLog', 'collate_videos', 'create_video_datasets',
+    'VideoDataset', 'VideoFolder', 'VideoList', 'VideoPaths', 'VideoBatch', 'BadVideoLog', 'collate_videos', 'create_video_datasets',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -50,6 +55,14 @@ class VideoDataset(torch.utils.data.Dataset):
         stride: Dense sampling with this frame stride; segment (TSN) sampling when None.
         bad_files: 'skip' or 'replace' a video that cannot be decoded.
         backend: Decoding backend ('pyav', 'torchcodec'; default: the first available).
+        num_samples: Training only: clips per decoded video (repeated sampling): the item's clip is
+            (num_samples, C, T, H, W), each with its own crop and flip and, unless
+            ``shared_frames``, its own frames (own offsets in the segments, or own windows).
+            Own frames cost a decode each where the reader seeks (short keyframe intervals);
+            the open, the probe and any decoding of the frames in between are shared.
+        shared_frames: The num_samples clips share one set of frames and differ in crop and
+            flip only, as VideoMAE's repeated augmentation: one decode for all of them.
+        frame_counts: {absolute path: frame count} from a ``timm-inti-prepare`` manifest.
     """
 
     def __init__(
@@ -63,7 +76,12 @@ class VideoDataset(torch.utils.data.Dataset):
             stride: Optional[int] = None,
             bad_files: str = 'skip',
             backend: Optional[str] = None,
+            num_samples: int = 1,
+            frame_counts: Optional[Dict[str, int]] = None,
+            shared_frames: bool = False,
     ):
+        if num_samples < 1 or (num_samples > 1 and not train):
+            raise ValueError(f'num_samples (clips per video) must be positive and is for training, got {num_samples}')
         if bad_files not in BAD_FILE_POLICIES:
             raise ValueError(f'bad_files must be one of {BAD_FILE_POLICIES}, got {bad_files!r}')
         if train and num_clips != 1:
@@ -77,6 +95,9 @@ class VideoDataset(torch.utils.data.Dataset):
         self.stride = stride
         self.bad_files = bad_files
         self.backend = backend
+        self.num_samples = num_samples
+        self.shared_frames = shared_frames
+        self.frame_counts = dict(frame_counts or {})
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -86,17 +107,25 @@ class VideoDataset(torch.utils.data.Dataset):
         return [label for _, label in self.samples]
 
     def _indices(self, info: VideoInfo) -> List[int]:
+        if self.num_samples > 1:  # one decode, K clips (the reader decodes a repeated frame once)
+            draws = 1 if self.shared_frames else self.num_samples
+            clips = [sample_indices(info.num_frames, self.num_frames, True, stride=self.stride) for _ in range(draws)]
+            return torch.cat(clips * (self.num_samples // draws)).tolist()
         indices = sample_indices(info.num_frames, self.num_frames, self.train, self.num_clips, self.stride)
         return indices.flatten().tolist()
 
     def load(self, path: str) -> torch.Tensor:
-        """Decode, sample and transform one video (raises ``VideoDecodeError``)."""
-        frames, _ = read_frames(path, self._indices, backend=self.backend)
+        """Decode, sample and transform one video: a training clip (C, T, H, W), K training clips
+        (K, C, T, H, W) with ``num_samples`` K > 1, or evaluation views (V, C, T, H, W)
+        (raises ``VideoDecodeError``)."""
+        frames, _ = read_frames(path, self._indices, backend=self.backend,
+                                num_frames=self.frame_counts.get(os.path.abspath(path)))
+        if self.train and self.num_samples > 1:
+            return torch.stack([self.transform(clip) for clip in frames.split(self.num_frames)])  # own crops
         if self.train:
             return self.transform(frames)
-        clips = [self.transform(clip) for clip in frames.split(self.num_frames)]
-        views = torch.cat([c if c.ndim == 5 else c[None] for c in clips])  # (clips x crops, C, T, H, W)
-        return views if views.shape[0] > 1 else views[0]
+        # each temporal clip gives its crops (crops, C, T, H, W); clip-major
+        return torch.cat([self.transform(clip) for clip in frames.split(self.num_frames)])
 
     def __getitem__(self, index: int):
         bad = []
@@ -148,6 +177,10 @@ class VideoFolder(VideoDataset):
         self.root = root
         self.class_to_idx = class_to_idx
         classes = sorted(class_to_idx, key=class_to_idx.get)
+        for manifest in (os.path.join(root, MANIFEST), os.path.join(os.path.dirname(os.path.normpath(root)), MANIFEST)):
+            if os.path.isfile(manifest) and 'frame_counts' not in kwargs:  # a timm-inti-prepare output
+                kwargs['frame_counts'] = {p: row['frames'] for p, row in read_manifest(manifest).items()}
+                break
         super().__init__(samples, classes, **kwargs)
 
 
@@ -205,11 +238,38 @@ class VideoList(VideoDataset):
             raise ValueError(f'{list_file}: class indices must lie in [0, {len(classes)}), got {min(targets)}..{max(targets)}')
         self.root = root
         samples = [(os.path.join(root, path), target) for (path, _), target in zip(rows, targets)]
+        if list_file.endswith('.csv') and 'frame_counts' not in kwargs:  # a timm-inti-prepare list has frames
+            with open(list_file, newline='') as f:
+                has_frames = 'frames' in (csv.DictReader(f).fieldnames or [])
+            if has_frames:
+                kwargs['frame_counts'] = {p: row['frames'] for p, row in read_manifest(list_file, root).items()}
         super().__init__(samples, classes, **kwargs)
 
 
+class VideoPaths(VideoDataset):
+    """Video files without labels, for prediction: the label of item ``i`` is ``i``, its position.
+
+    Evaluation sampling and views (``train=False``); an unreadable file is skipped
+    (``clip=None``), so ``collate_videos`` drops it and the batch's ``bad`` names it. Over a
+    collection any failure of one file counts as unreadable, so that one odd file never
+    stops a run of millions.
+    """
+
+    def __init__(self, paths: Sequence[str], **kwargs):
+        super().__init__([(str(p), i) for i, p in enumerate(paths)], classes=[], train=False, bad_files='skip',
+                         **kwargs)
+
+    def load(self, path: str) -> torch.Tensor:
+        try:
+            return super().load(path)
+        except VideoDecodeError:
+            raise
+        except Exception as e:
+            raise VideoDecodeError(path, f'cannot be read ({type(e).__name__}: {e})') from e
+
+
 class VideoBatch(NamedTuple):
-    clips: torch.Tensor  # (B, C, T, H, W) or (B, V, C, T, H, W)
+    clips: torch.Tensor  # training (B, C, T, H, W); evaluation views (B, V, C, T, H, W)
     labels: torch.Tensor  # (B,)
     bad: Tuple[Tuple[str, str], ...]  # (path, reason) of videos that could not be decoded
 
@@ -270,6 +330,8 @@ def create_video_datasets(
         scale: Tuple[float, float] = (0.08, 1.0),
         ratio: Tuple[float, float] = (3 / 4, 4 / 3),
         hflip: float = 0.5,
+        num_samples: int = 1,
+        shared_frames: bool = False,
 ) -> Tuple[Optional[VideoDataset], Optional[VideoDataset]]:
     """The training and validation datasets of a data folder, ready for a DataLoader with ``collate_videos``.
 
@@ -279,13 +341,16 @@ def create_video_datasets(
     an empty ``val_split`` builds none. ``bad_files`` is the training policy: evaluation
     always skips unreadable videos, since a stand-in would be counted twice in the metrics.
     ``classes`` (a model's class names, by index) labels the validation split when there is
-    no training split.
+    no training split. ``num_samples``: training clips per decoded video (repeated
+    sampling; ``shared_frames``: the same frames, own crops). Videos prepared by
+    ``timm-inti-prepare`` take their frame counts from its manifest.
     """
     common = dict(num_frames=num_frames, stride=stride, backend=backend)
     train_set = None
     if not eval_only:
         train_set = _split_dataset(
-            data_dir, train_split, train=True, bad_files=bad_files,
+            data_dir, train_split, train=True, bad_files=bad_files, num_samples=num_samples,
+            shared_frames=shared_frames,
             transform=create_video_transform(data_config, is_training=True, scale=scale, ratio=ratio, hflip=hflip),
             **common)
     val_set = None

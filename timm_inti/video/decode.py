@@ -6,20 +6,31 @@ Two backends:
   * ``'torchcodec'``: used when it imports and finds FFmpeg's shared libraries.
 
 Only the requested frames are returned. PyAV decodes forward from the last position and
-seeks to the nearest preceding keyframe when the next requested frame is far ahead, so a
-sparse sample of a long video does not decode the whole file. Frame ``i`` is the frame
+seeks when a keyframe lies between it and the next requested frame (from the container's
+keyframe index; without one, when that frame is more than 2 s ahead), so a sparse sample
+of a long video decodes only the groups of pictures it touches. Frame ``i`` is the frame
 whose timestamp is ``i / fps`` after the start of the stream.
+
+Frames come out as they are meant to be seen: a rotation in the stream's display matrix
+(phone videos store portrait clips as rotated landscape frames) is applied, and
+``VideoInfo``'s height and width are the displayed ones. ``short_side`` has FFmpeg's
+scaler shrink the frames while converting them to RGB, which costs far less than
+converting at full size and resizing afterwards.
 
 Every failure (missing file, not a video, no video stream, truncated or damaged data)
 raises ``VideoDecodeError``, whose message starts with the path.
 """
+import bisect
+import dataclasses
 import importlib.util
 import math
 import os
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
+from einops import rearrange
 
 __all__ = ['VideoDecodeError', 'VideoInfo', 'available_backends', 'probe', 'read_frames']
 
@@ -47,6 +58,7 @@ class VideoInfo:
     width: int
     duration: float
     backend: str
+    rotation: int = 0  # counter-clockwise degrees applied to the stored frames (0, 90, 180, 270)
 
 
 def _torchcodec_usable() -> bool:
@@ -100,18 +112,30 @@ def _resolve_backend(backend: Optional[str]) -> str:
 _SEEK_AHEAD_SECONDS = 2.0
 
 
-def _pyav_info(path: str, container, stream) -> VideoInfo:
+def _tag_seconds(text: Optional[str]) -> float:
+    """A Matroska ``DURATION`` tag ("00:00:10.040000000") in seconds, or 0."""
+    try:
+        hours, minutes, seconds = (text or '').split(':')
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return 0.0
+
+
+def _pyav_info(path: str, container, stream, num_frames: Optional[int] = None) -> VideoInfo:
     fps = float(stream.average_rate or stream.guessed_rate or 0)
     if fps <= 0:
         raise VideoDecodeError(path, 'the video stream has no frame rate')
+    if num_frames:  # known (a manifest): no need to look further
+        return VideoInfo(path, int(num_frames), fps, stream.height, stream.width, num_frames / fps, 'pyav')
+    # the video stream's own length; the container's spans every stream (an audio track can be longer)
     if stream.duration is not None and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
-    elif container.duration is not None:
-        duration = container.duration / 1e6  # microseconds (av.time_base)
     else:
-        duration = 0.0
+        duration = _tag_seconds(stream.metadata.get('DURATION'))  # Matroska/WebM per-track tag
+    if not duration and len(container.streams) == 1 and container.duration is not None:
+        duration = container.duration / 1e6  # microseconds (av.time_base)
     num_frames = stream.frames or round(duration * fps)
-    if num_frames <= 0:  # no metadata at all: count the packets of the stream
+    if num_frames <= 0:  # no metadata for this stream: count its packets
         num_frames = sum(1 for packet in container.demux(stream) if packet.size)
         container.seek(0)
         duration = num_frames / fps
@@ -120,7 +144,45 @@ def _pyav_info(path: str, container, stream) -> VideoInfo:
     return VideoInfo(path, int(num_frames), fps, stream.height, stream.width, duration or num_frames / fps, 'pyav')
 
 
-def _open_pyav(path: str):
+def _displayed(info: VideoInfo, rotation: int) -> VideoInfo:
+    rotation = round(rotation / 90) % 4 * 90
+    if rotation == info.rotation:
+        return info
+    height, width = (info.width, info.height) if rotation % 180 else (info.height, info.width)
+    return dataclasses.replace(info, height=height, width=width, rotation=rotation)
+
+
+def _output_size(info: VideoInfo, short_side: Optional[int]) -> Optional[Tuple[int, int]]:
+    """The stored (width, height) to scale to so that the displayed short side is ``short_side``."""
+    if not short_side or min(info.height, info.width) <= short_side:
+        return None
+    scale = short_side / min(info.height, info.width)
+    height, width = (max(2, round(info.height * scale)), max(2, round(info.width * scale)))
+    return (height, width) if info.rotation % 180 else (width, height)
+
+
+def _to_rgb(frame, rotation: int, size: Optional[Tuple[int, int]]):
+    if size is None:
+        pixels = frame.to_ndarray(format='rgb24')
+    else:
+        pixels = frame.to_ndarray(format='rgb24', width=size[0], height=size[1], interpolation='BILINEAR')
+    return np.ascontiguousarray(np.rot90(pixels, rotation // 90)) if rotation else pixels
+
+
+def _keyframe_indices(stream, info: VideoInfo) -> List[int]:
+    """Frame indices of the keyframes in the container's index (empty when it has none).
+
+    MP4 indexes decoding timestamps, which run a constant B-frame delay behind the
+    presentation ones: counted from the first entry (frame 0, a keyframe), they line up.
+    """
+    entries = stream.index_entries
+    if not entries:
+        return []
+    time_base, first = float(stream.time_base), min(entry.timestamp for entry in entries)
+    return sorted({round((entry.timestamp - first) * time_base * info.fps) for entry in entries if entry.is_keyframe})
+
+
+def _open_pyav(path: str, threads: int = 0):
     import av
     try:
         container = av.open(path)
@@ -129,58 +191,87 @@ def _open_pyav(path: str):
     if not container.streams.video:
         container.close()
         raise VideoDecodeError(path, 'no video stream')
-    # PyAV's default threading: frame threading measured 30% slower on 2 cores (benchmarks/decode.py),
-    # and DataLoader workers already decode in parallel
-    return container, container.streams.video[0]
+    stream = container.streams.video[0]
+    # default: FFmpeg's slice threading, one thread for most files; DataLoader workers already decode
+    # in parallel and frame threading measured 30% slower on 2 cores (benchmarks/decode.py)
+    if threads:
+        stream.thread_type = 'AUTO'
+        stream.thread_count = threads
+    return container, stream
 
 
-def _pyav_read(path: str, indices: Indices) -> Tuple[torch.Tensor, VideoInfo]:
+def _pyav_read(path: str, indices: Indices, short_side: Optional[int] = None, threads: int = 0,
+               num_frames: Optional[int] = None) -> Tuple[torch.Tensor, VideoInfo]:
     import av
-    container, stream = _open_pyav(path)
+    container, stream = _open_pyav(path, threads)
     with container:
-        info = _pyav_info(path, container, stream)
-        indices = _check_indices(indices, info)
+        info = _pyav_info(path, container, stream, num_frames)
         time_base, start = float(stream.time_base), stream.start_time or 0
+        keyframes = _keyframe_indices(stream, info)
+        position = -1
         seek_ahead = max(1, int(_SEEK_AHEAD_SECONDS * info.fps))
         # metadata frame counts can be a little high: tolerate a short tail by repeating the last frame
         tolerated = max(3, math.ceil(0.05 * info.num_frames))
 
-        wanted = sorted(set(int(i) for i in indices))
+        def index_of(frame) -> int:
+            return round((frame.pts - start) * time_base * info.fps) if frame.pts is not None else position
+
         found = {}
-        frames = None
-        position, current = -1, None  # index and pixels of the last decoded frame
         try:
+            frames = container.decode(stream)
+            last = next(frames, None)  # its side data carries the display matrix
+            if last is None:
+                raise VideoDecodeError(path, 'the video stream holds no decodable frame (truncated or damaged file?)')
+            info = _displayed(info, last.rotation or 0)
+            indices = _check_indices(indices, info)
+            wanted = sorted(set(int(i) for i in indices))
+            size = _output_size(info, short_side)
+            position, current = index_of(last), None  # the last decoded frame's index, its pixels once converted
             for target in wanted:
-                if current is not None and position >= target:
-                    found[target] = current
-                    continue
-                if frames is None or target - position > seek_ahead:
-                    container.seek(start + int(target / info.fps / time_base), stream=stream, backward=True)
-                    frames = container.decode(stream)
-                for frame in frames:
-                    if frame.pts is None:
-                        continue
-                    position = round((frame.pts - start) * time_base * info.fps)
-                    if position >= target:
-                        current = frame.to_ndarray(format='rgb24')
-                        found[target] = current
-                        break
-                else:
-                    frames = None
-                    if current is None or target - position > tolerated:
-                        raise VideoDecodeError(
-                            path, f'frame {target} of {info.num_frames} could not be decoded: the data ends after '
-                                  f'frame {position} (truncated or damaged file?)')
-                    found[target] = current
+                if position < target:
+                    if frames is None:
+                        seek = True
+                    elif keyframes:  # seek when a keyframe between here and the target saves decoding
+                        k = bisect.bisect_right(keyframes, target) - 1
+                        seek = k >= 0 and keyframes[k] > position + 1
+                    else:
+                        seek = target - position > seek_ahead
+                    if seek:
+                        container.seek(start + int(target / info.fps / time_base), stream=stream, backward=True)
+                        frames = container.decode(stream)
+                    for frame in frames:
+                        if frame.pts is None:
+                            continue
+                        last, current, position = frame, None, index_of(frame)
+                        if position >= target:
+                            break
+                    else:
+                        frames = None
+                        if target - position > tolerated:
+                            raise VideoDecodeError(
+                                path, f'frame {target} of {info.num_frames} could not be decoded: the data ends '
+                                      f'after frame {position} (truncated or damaged file?)')
+                if current is None:
+                    current = _to_rgb(last, info.rotation, size)
+                found[target] = current
         except av.FFmpegError as e:
             raise VideoDecodeError(path, f'truncated or damaged video data ({e.strerror or e})') from e
+    if size is not None:
+        height, width = found[wanted[0]].shape[:2]
+        info = dataclasses.replace(info, height=height, width=width)
     return torch.stack([torch.from_numpy(found[int(i)]) for i in indices]), info
 
 
 def _pyav_probe(path: str) -> VideoInfo:
+    import av
     container, stream = _open_pyav(path)
     with container:
-        return _pyav_info(path, container, stream)
+        info = _pyav_info(path, container, stream)
+        try:
+            first = next(iter(container.decode(stream)), None)
+        except av.FFmpegError as e:
+            raise VideoDecodeError(path, f'truncated or damaged video data ({e.strerror or e})') from e
+        return _displayed(info, (first.rotation or 0) if first is not None else 0)
 
 
 # ----------------------------------------------------------------------------------------- torchcodec
@@ -201,13 +292,19 @@ def _torchcodec_decoder(path: str):
     return decoder, info
 
 
-def _torchcodec_read(path: str, indices: Indices) -> Tuple[torch.Tensor, VideoInfo]:
+def _torchcodec_read(path: str, indices: Indices, short_side: Optional[int] = None) -> Tuple[torch.Tensor, VideoInfo]:
     decoder, info = _torchcodec_decoder(path)
     indices = _check_indices(indices, info)
     try:
         frames = decoder.get_frames_at(indices=indices).data
     except Exception as e:
         raise VideoDecodeError(path, f'truncated or damaged video data ({e})') from e
+    size = _output_size(info, short_side)
+    if size is not None:
+        frames = torch.nn.functional.interpolate(
+            rearrange(frames, 't h w c -> t c h w'), size=size[::-1], mode='bilinear', antialias=True)
+        frames = rearrange(frames, 't c h w -> t h w c').contiguous()
+        info = dataclasses.replace(info, height=size[1], width=size[0])
     return frames, info
 
 
@@ -233,19 +330,28 @@ def probe(path, backend: Optional[str] = None) -> VideoInfo:
     return _pyav_probe(path)
 
 
-def read_frames(path, indices: Indices, backend: Optional[str] = None) -> Tuple[torch.Tensor, VideoInfo]:
-    """Decode the frames at ``indices`` (in that order, repeats allowed).
+def read_frames(path, indices: Indices, backend: Optional[str] = None, short_side: Optional[int] = None,
+                threads: int = 0, num_frames: Optional[int] = None) -> Tuple[torch.Tensor, VideoInfo]:
+    """Decode the frames at ``indices`` (in that order, repeats allowed), upright.
 
     Args:
         path: A video file.
         indices: Frame indices, or a function of the video's ``VideoInfo`` returning them
             (so a sampler can see the frame count without opening the file twice).
         backend: 'pyav' or 'torchcodec' (default: the first of ``available_backends()``).
+        short_side: Shrink frames whose short side is longer to this short side (aspect kept),
+            while decoding; larger frames cost more to convert and to transform.
+        threads: PyAV decoder threads (frame and slice threading); 0 leaves FFmpeg's default
+            (slice threading only, which most H.264 files do not use): best with one
+            DataLoader worker per core.
+        num_frames: The frame count when known (from a ``timm-inti-prepare`` manifest), which
+            spares PyAV counting the packets of a stream whose container stores no count.
 
     Returns:
-        uint8 frames (len(indices), H, W, 3) in RGB, and the video's ``VideoInfo``.
+        uint8 frames (len(indices), H, W, 3) in RGB, and the video's ``VideoInfo`` (its
+        height and width those of the returned frames).
     """
     path = _check_path(path)
     if _resolve_backend(backend) == 'torchcodec':
-        return _torchcodec_read(path, indices)
-    return _pyav_read(path, indices)
+        return _torchcodec_read(path, indices, short_side)
+    return _pyav_read(path, indices, short_side, threads, num_frames)

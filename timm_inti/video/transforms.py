@@ -1,4 +1,8 @@
-""" Clip transforms: decoded uint8 frames (T, H, W, 3) -> normalised float clips (C, T, H, W).
+""" Clip transforms: decoded uint8 frames (T, H, W, 3) -> normalised float clips.
+
+One shape per use: a training transform returns one clip (C, T, H, W); an evaluation
+transform always returns views (V, C, T, H, W), V = 1 or 3 spatial crops, so evaluation
+clips keep their view axis from here to the model (``timm_inti.evaluate``).
 
 Sizes, interpolation, mean, std and crop_pct come from the model's data config
 (``timm.data.resolve_input_data_config(model)``, which also knows a model built at another
@@ -12,7 +16,7 @@ random crops and flips draw their parameters once per clip and every frame gets 
     long side (start, centre, end), as in the standard three-crop video test.
 """
 import math
-from typing import Any, Dict, Sequence, Tuple, Union
+from typing import Any, Dict, Sequence, Tuple
 
 import torch
 from einops import rearrange
@@ -29,11 +33,14 @@ def _size(data_config: Dict[str, Any]) -> Tuple[int, int]:
 
 
 class VideoTransform:
-    """Decoded frames (T, H, W, 3) uint8 -> (C, T, H, W) float, or (V, C, T, H, W) for several crops."""
+    """Decoded frames (T, H, W, 3) uint8 -> (C, T, H, W) float for training, (V, C, T, H, W) views for evaluation."""
 
     def __init__(self, spatial: v2.Transform, mean: Sequence[float], std: Sequence[float], num_crops: int = 1,
-                 crop_size: Tuple[int, int] = None):
+                 crop_size: Tuple[int, int] = None, views: bool = True):
+        if num_crops > 1 and not views:
+            raise ValueError('several crops are views: a transform with num_crops > 1 returns (V, C, T, H, W)')
         self.spatial = spatial
+        self.views = views
         self.normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=mean, std=std)])
         self.num_crops = num_crops
         self.crop_size = crop_size
@@ -53,10 +60,10 @@ class VideoTransform:
         video = self.spatial(tv_tensors.Video(rearrange(frames, 't h w c -> t c h w')))
         views = self._three_crops(video) if self.num_crops == 3 else [video]
         views = [rearrange(self.normalize(v).as_subclass(torch.Tensor), 't c h w -> c t h w') for v in views]
-        return torch.stack(views) if self.num_crops > 1 else views[0]
+        return torch.stack(views) if self.views else views[0]
 
     def __repr__(self) -> str:
-        return f'{type(self).__name__}(spatial={self.spatial}, num_crops={self.num_crops})'
+        return f'{type(self).__name__}(spatial={self.spatial}, num_crops={self.num_crops}, views={self.views})'
 
 
 def create_video_transform(
@@ -68,6 +75,9 @@ def create_video_transform(
         hflip: float = 0.5,
 ) -> VideoTransform:
     """The train or eval clip transform for a timm data config.
+
+    The training transform returns a clip (C, T, H, W), the evaluation one its views
+    (V, C, T, H, W), V = ``num_crops``.
 
     Args:
         data_config: ``timm.data.resolve_input_data_config(model)`` or a dict with input_size,
@@ -88,7 +98,7 @@ def create_video_transform(
             v2.RandomResizedCrop(size, scale=scale, ratio=ratio, interpolation=interpolation, antialias=True),
             v2.RandomHorizontalFlip(hflip),
         ])
-        return VideoTransform(spatial, mean, std)
+        return VideoTransform(spatial, mean, std, views=False)
     if num_crops == 3:
         spatial = v2.Resize(min(size), interpolation=interpolation, antialias=True)
         return VideoTransform(spatial, mean, std, num_crops=3, crop_size=size)
