@@ -136,3 +136,29 @@ def test_model_cards_of_the_new_clip_towers(tmp_path):
     CARD_MODELS = module.CARD_MODELS
     assert {'inti_vit_b16', 'inti_vit_b32_temporal', 'inti_vit_l14_336_deep'} <= set(CARD_MODELS)
     assert not any('siglip' in m or 'dinov2' in m or 'augreg' in m for m in CARD_MODELS)
+
+
+def test_one_reader_for_training_checkpoints_and_weights_files(tmp_path):
+    """What export.py and timm-inti-predict --checkpoint read through: timm_inti.checkpoints."""
+    import timm_inti
+    from timm_inti.checkpoints import create_model_from_checkpoint
+    model_args = dict(TINY_KWARGS, num_classes=3, num_frames=4)
+    model, ema = (timm.create_model('inti_vit_b16', **model_args).eval() for _ in range(2))
+    training = tmp_path / 'last.pth.tar'
+    torch.save(dict(arch='inti_vit_b16', model_args=model_args, state_dict={f'module.{k}': v for k, v in
+               model.state_dict().items()}, state_dict_ema=ema.state_dict(), label_names=['a', 'b', 'c'],
+               epoch=0), training)
+    for use_ema, expected in ((False, model), (True, ema)):
+        loaded, labels = create_model_from_checkpoint(training, use_ema=use_ema, num_frames=8)  # kwargs override
+        assert labels == ['a', 'b', 'c'] and loaded.num_frames == 8
+        assert torch.equal(loaded.blocks[0].attn.qkv.weight, expected.blocks[0].attn.qkv.weight)
+
+    weights = tmp_path / 'weights.safetensors'
+    safetensors.torch.save_file(model.state_dict(), weights)
+    loaded, labels = create_model_from_checkpoint(weights, 'inti_vit_b16', **dict(TINY_KWARGS, num_frames=4))
+    assert labels is None and loaded.num_classes == 3, 'the class count follows head.weight'
+    assert torch.equal(loaded.head.weight, model.head.weight)
+    with pytest.raises(timm_inti.CheckpointError, match='no EMA weights in this file'):
+        create_model_from_checkpoint(weights, 'inti_vit_b16', use_ema=True)
+    with pytest.raises(timm_inti.CheckpointError, match='without its architecture'):
+        create_model_from_checkpoint(weights)

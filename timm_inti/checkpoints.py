@@ -11,8 +11,8 @@ A checkpoint of ``timm-inti-train`` is timm's training checkpoint, as
 
 ``create_model_from_checkpoint`` reads such a checkpoint (its EMA weights with
 ``use_ema=True``) or a plain weights file, through timm's loaders
-(``timm.utils.load_checkpoint_metadata``, ``timm.models.load_checkpoint`` /
-``load_state_dict``), and never runs a pickle. Every failure is a ``CheckpointError``
+(``timm.utils.load_checkpoint_metadata``, ``timm.models.load_state_dict``), and never runs
+a pickle. Every failure is a ``CheckpointError``
 naming the file. ``train``, ``predict`` and ``weights/export.py`` all go through here.
 """
 import json
@@ -30,7 +30,7 @@ from timm.task import ClassificationTask, load_task_ema_checkpoint, resume_task_
 
 from .files import atomic_path
 from .hub import _is_torchscript, _write_failure, read_checkpoint
-from .vit import CheckpointError
+from .vit import CheckpointError, resample_temporal_embed
 
 __all__ = [
     'VideoClassificationTask', 'CheckpointSaver', 'read_checkpoint_metadata', 'is_training_checkpoint',
@@ -129,18 +129,28 @@ def _load_report(error: RuntimeError, limit: int = 400) -> str:
 
 def load_weights(model: nn.Module, path: PathLike, use_ema: bool = False) -> None:
     """Load the weights of ``path`` (a training checkpoint, its EMA weights, or a plain state dict) into ``model``,
-    all keys matching; a failure is a ``CheckpointError`` naming the file."""
+    all keys matching; a failure is a ``CheckpointError`` naming the file.
+
+    The checkpoint is read by timm's ``load_state_dict`` (which picks ``state_dict_ema`` with
+    ``use_ema`` and strips DDP prefixes); a temporal embedding of another clip length is
+    resampled to ``model.num_frames``, as pretrained loading does.
+    """
     path = Path(path)
     _check_file(path)
     if path.suffix != '.safetensors' and not zipfile.is_zipfile(path):
         read_checkpoint(path)  # refuses what is not a checkpoint, naming the file
-    arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or type(model).__name__
     try:
-        timm.models.load_checkpoint(model, str(path), use_ema=use_ema, strict=True)
-    except RuntimeError as e:  # load_state_dict's key and shape report
-        raise CheckpointError(f'{path} does not fit {arch}: {_load_report(e)}') from e
+        state_dict = timm.models.load_state_dict(str(path), use_ema=use_ema)
     except Exception as e:
         raise CheckpointError(f'{path}: not a readable checkpoint ({_first_line(e)})') from e
+    embed = state_dict.get('temporal_embed')
+    if isinstance(embed, torch.Tensor) and embed.ndim == 4 and hasattr(model, 'num_frames'):
+        state_dict['temporal_embed'] = resample_temporal_embed(embed, model.num_frames)
+    arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or type(model).__name__
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as e:  # load_state_dict's key and shape report
+        raise CheckpointError(f'{path} does not fit {arch}: {_load_report(e)}') from e
 
 
 def create_model_from_checkpoint(
@@ -185,10 +195,11 @@ def create_model_from_checkpoint(
             not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise CheckpointError(f'{path}: holds no state dict (a dict of tensors)')
     kwargs = dict(model_kwargs)
+    overlay = dict(state_dict=state_dict, file=str(path))
     if 'head.weight' in state_dict and 'num_classes' not in kwargs:
-        kwargs['num_classes'] = state_dict['head.weight'].shape[0]
-    model = create_model(model_name, pretrained=True,
-                         pretrained_cfg_overlay=dict(state_dict=state_dict, file=str(path)), **kwargs)
+        # the file's head: timm's pretrained loading drops a head whose size differs from the cfg's
+        kwargs['num_classes'] = overlay['num_classes'] = state_dict['head.weight'].shape[0]
+    model = create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     return model, None
 
 
