@@ -46,10 +46,9 @@ import torch.nn.functional as F
 from timm.utils import ParseKwargs
 
 import timm_inti
-from timm_inti.flops import count_flops, formula_flops
-
 from timm_inti.baselines import apply_tome, subsample_frames, tome_r_for_flops
 from timm_inti.files import write_csv, write_text
+from timm_inti.flops import count_flops, formula_flops
 
 COLUMNS = [
     'device', 'phase', 'frames', 'batch', 'method', 'gflops', 'median_ms', 'p25_ms', 'p75_ms', 'clips_per_s',

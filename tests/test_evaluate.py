@@ -2,8 +2,8 @@
 import pytest
 import timm
 import torch
-
 from conftest import TINY_KWARGS
+
 from timm_inti.evaluate import average_over_views, view_probabilities
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import timm
 import torch
-
 from conftest import TINY_KWARGS
+
 from timm_inti.predict import main
 
 

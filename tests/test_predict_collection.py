@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import timm
 import torch
-
 from conftest import TINY_KWARGS, write_video
+
 from timm_inti.cli import UsageError
 from timm_inti.predict import expand_inputs, main, manifest_frame_counts, read_records
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import frame_id, write_video
+
 from timm_inti.prepare import main
 from timm_inti.train import main as train_main
 from timm_inti.video import VideoFolder, VideoList, create_video_transform, probe, read_frames

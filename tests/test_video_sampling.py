@@ -61,6 +61,7 @@ def test_sample_indices_dispatches_and_bad_arguments_are_named():
 
 def _dataset(tmp_path, num_samples, transform):
     from conftest import write_video
+
     from timm_inti.video import VideoDataset
     path = write_video(tmp_path / 'v.mp4', num_frames=80)
     return VideoDataset([(str(path), 0)], ['a'], transform, num_frames=4, train=True, num_samples=num_samples)

@@ -209,6 +209,7 @@ def manifest_frame_counts(items: Iterable[str]) -> Dict[str, int]:
     """{absolute path: frame count} from the ``timm-inti-prepare`` manifests among the inputs (a manifest
     CSV, or a folder holding ``manifest.csv``), so that prepared videos are not probed for their length."""
     import csv
+
     from timm_inti.video.prepare import MANIFEST, read_manifest
     counts = {}
     for item in items:
@@ -395,6 +396,7 @@ class FeatureOutput:
         if not self.pending_paths:
             return
         import numpy as np
+
         from timm_inti.files import atomic_path
         shard = Path(f'{self.path}.part-{self.rank}-{self.next_shard:05d}.npy')
         with atomic_path(shard) as tmp:
@@ -413,6 +415,7 @@ class FeatureOutput:
     def merge(self, inputs: Sequence[str]) -> int:
         """Write PATH and its index: the inputs' vectors in input order, then any earlier others; remove the parts."""
         import numpy as np
+
         from timm_inti.files import atomic_path, write_atomic
         sources = {}  # path -> (array, row)
         final = self._final_index()
