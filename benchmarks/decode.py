@@ -44,7 +44,8 @@ def full_decode(path, indices):
     import av
     wanted = set(indices)
     with av.open(str(path)) as container:
-        frames = [f.to_ndarray(format='rgb24') if i in wanted else None for i, f in enumerate(container.decode(video=0))]
+        frames = [f.to_ndarray(format='rgb24') if i in wanted else None
+                  for i, f in enumerate(container.decode(video=0))]
     return [frames[i] for i in indices]
 
 

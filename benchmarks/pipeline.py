@@ -229,8 +229,8 @@ def per_core(entries: List[Entry], transform, frames: int, rounds: int) -> Dict[
                 transform(shared)
                 transform(shared)
                 t5 = time.perf_counter()
-                for key, dt in (('decode', t1 - t0), ('transform', t2 - t1), ('both', t3 - t2), ('both_k2', (t4 - t3) / 2),
-                                ('both_k2_shared', (t5 - t4) / 2)):
+                for key, dt in (('decode', t1 - t0), ('transform', t2 - t1), ('both', t3 - t2),
+                                ('both_k2', (t4 - t3) / 2), ('both_k2_shared', (t5 - t4) / 2)):
                     times[e.key][key].append(dt)
     return {key: {k: 1 / statistics.median(v) for k, v in kinds.items()} for key, kinds in times.items()}
 
@@ -269,7 +269,8 @@ def model_rates(name: str, frames: int, quick: bool, device: str, reps: int) -> 
     size = model.pretrained_cfg.get('input_size', (3, 224, 224))[-1] if not quick else 32
     batch = 2
     x = torch.randn(batch, 3, frames, size, size, device=device)
-    autocast = torch.autocast('cuda', dtype=torch.bfloat16) if device == 'cuda' else torch.autocast('cpu', enabled=False)
+    autocast = (torch.autocast('cuda', dtype=torch.bfloat16) if device == 'cuda'
+                else torch.autocast('cpu', enabled=False))
 
     def sync():
         if device == 'cuda':
@@ -417,7 +418,8 @@ def main(argv=None) -> int:
                 video=name, files=stage, size=f'{info.width}x{info.height}',
                 mb=sum(p.stat().st_size for p in files) / 1e6, decode=speeds['decode'], transform=speeds['transform'],
                 both=speeds['both'], both_k2=speeds['both_k2'], both_k2_shared=speeds['both_k2_shared'],
-                prepare_x_realtime=1 / prepare_speed[name] if stage != 'source' and prepare_speed[name] else float('nan')))
+                prepare_x_realtime=(1 / prepare_speed[name] if stage != 'source' and prepare_speed[name]
+                                    else float('nan'))))
             print(f'per core: {per_source[-1]}', file=sys.stderr)
 
     # 3. loaders, model
@@ -489,7 +491,8 @@ def main(argv=None) -> int:
     ]
     if storage:
         parts += ['## Storage choices\n',
-                  f'One {args.seconds:.0f} s source video ({probe(corpus[next(iter(corpus))][0]).width if args.quick else 1280}'
+                  f'One {args.seconds:.0f} s source video '
+                  f'({probe(corpus[next(iter(corpus))][0]).width if args.quick else 1280}'
                   f' wide) in each form; training clips/s of one core (decode + training transform), with 2 clips '
                   'per decoded video (own frames; shared frames) in the last columns.\n',
                   table(storage, list(storage[0]), fmt), '']
@@ -520,8 +523,8 @@ def main(argv=None) -> int:
     parts += [f'## Extrapolation to {args.cores} cores and one GPU\n',
               f'**An extrapolation from FLOPs, not a measurement**: GPU clips/s = {args.gpu_tflops:.0f} TFLOP/s '
               f'(assumed sustained bf16) / training GFLOP per clip (6 x the forward multiply-accumulates); CPU clips/s '
-              f'= {args.cores} x the mean per-core training clips/s above (source: before prepare; k2: --num-samples 2; '
-              'shared: and --shared-frames). To be replaced '
+              f'= {args.cores} x the mean per-core training clips/s above (source: before prepare; '
+              'k2: --num-samples 2; shared: and --shared-frames). To be replaced '
               'by measured figures (benchmarks/gpu.sh) when a GPU is at hand.\n',
               table(extrapolation, list(extrapolation[0]), fmt), '']
     report = '\n'.join(parts)

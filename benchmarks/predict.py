@@ -194,7 +194,8 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        checkpoint = save_checkpoint(tmp / 'model.pth.tar', args.model, dict(model_kwargs, num_frames=args.num_frames), 400)
+        checkpoint = save_checkpoint(tmp / 'model.pth.tar', args.model,
+                                     dict(model_kwargs, num_frames=args.num_frames), 400)
         videos = [write_video(tmp / 'throughput' / f'{i:03d}.mp4', num_frames=args.video_frames, size=tuple(args.size),
                               noise=True) for i in range(args.files)]
         # the model alone is timed before every pipeline run and the median taken, so that a
@@ -213,14 +214,16 @@ def main(argv=None) -> int:
         resume = kill_and_resume(args.resume_files, tmp)
 
     command = 'python benchmarks/predict.py ' + ' '.join(sys.argv[1:] if argv is None else argv)
-    setup = (f'{args.model}{f" {model_kwargs}" if model_kwargs else ""}, {args.num_frames} frames, 1 view, {args.files} H.264 files of '
+    setup = (f'{args.model}{f" {model_kwargs}" if model_kwargs else ""}, {args.num_frames} frames, 1 view, '
+             f'{args.files} H.264 files of '
              f'{args.video_frames} frames at {args.size[0]}x{args.size[1]}, device {args.device}')
     lines = [f'`{command}`', '', f'Machine: {machine()}.', f'Setup: {setup}.', '',
              '| pipeline | clips/s | of the model alone | loop waiting for videos |', '|---|---:|---:|---:|']
     lines += [f'| {r["what"]} | {r["clips_per_s"]} | {r["ratio"]:.0%} | '
               f'{"" if r["waiting"] == "" else format(r["waiting"], ".0%")} |' for r in rows]
     lines += ['', f'Kill and resume: {resume["files"]} files, {resume["corrupt"]} corrupt, killed after '
-                  f'{resume["lines_at_kill"]} answers{"" if resume["killed_mid_run"] else " (the run had ended: no kill)"}; '
+                  f'{resume["lines_at_kill"]} answers'
+                  f'{"" if resume["killed_mid_run"] else " (the run had ended: no kill)"}; '
                   f'every readable file answered once: {resume["every_good_once"]}; every bad one listed: '
                   f'{resume["every_bad_listed"]}; exit status {resume["resumed_exit"]}; identical to the uninterrupted '
                   f'run: {resume["identical"]}. ({resume["summary"]})', '']

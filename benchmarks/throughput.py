@@ -238,7 +238,8 @@ def measure_memory(spec: Spec, batch: int, frames: int, train: bool, device: str
     return dict(peak_mib=peak / 2 ** 20, step_mib=(peak - before) / 2 ** 20)
 
 
-def measure_memory_isolated(spec: Spec, batch: int, frames: int, train: bool, threads: Optional[int]) -> Dict[str, float]:
+def measure_memory_isolated(spec: Spec, batch: int, frames: int, train: bool,
+                            threads: Optional[int]) -> Dict[str, float]:
     """CPU ``measure_memory`` in a fresh process, with freed buffers returned to the OS at once."""
     saved = os.environ.get('MALLOC_MMAP_THRESHOLD_')
     os.environ['MALLOC_MMAP_THRESHOLD_'] = str(64 * 1024)  # glibc: mmap (and munmap on free) every buffer >= 64 KiB
@@ -289,7 +290,8 @@ def markdown(rows, header: str) -> str:
                           f"| {r['peak_mib']:.0f} | {r['step_mib']:.0f} "
                           f"| {-r['peak_reduction_pct']:+.1f}% / {-r['step_reduction_pct']:+.1f}% |")
                 lines.append(
-                    f"| {r['method']} | {r['gflops']:.1f} | {r['median_ms']:.1f} [{r['p25_ms']:.1f}, {r['p75_ms']:.1f}] "
+                    f"| {r['method']} | {r['gflops']:.1f} | {r['median_ms']:.1f} "
+                    f"[{r['p25_ms']:.1f}, {r['p75_ms']:.1f}] "
                     f"| {r['clips_per_s']:.2f} | {r['speedup']:.2f}x [{r['speedup_p25']:.2f}, {r['speedup_p75']:.2f}] "
                     + memory)
             lines.append('')

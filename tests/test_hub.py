@@ -69,7 +69,8 @@ def clip_towers(tmp_path_factory):
     return paths
 
 
-# the CLIP ViT-B/16 and ViT-L/14 variants, whose towers the fixture writes; tests/test_backbones.py loads the other families
+# the CLIP ViT-B/16 and ViT-L/14 variants, whose towers the fixture writes;
+# tests/test_backbones.py loads the other families
 CLIP_MODELS = sorted(
     long_name for b in ('vit_base_patch16_clip_224', 'vit_large_patch14_clip_224')
     for long_name, _, _ in BACKBONES[b].model_names())

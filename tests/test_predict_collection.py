@@ -70,7 +70,8 @@ def test_inputs_are_folders_globs_and_lists(collection, tmp_path):
     assert expand_inputs([str(tmp_path / 'sub' / 'manifest.csv')]) == [
         str(tmp_path / 'sub' / 'videos' / 'group0' / '00.mp4'), str(tmp_path / 'sub' / 'videos' / 'group2' / '02.mp4')]
     assert manifest_frame_counts([str(tmp_path / 'sub' / 'manifest.csv'), str(tmp_path / 'list.txt')]) == {
-        str(tmp_path / 'sub' / 'videos' / 'group0' / '00.mp4'): 8, str(tmp_path / 'sub' / 'videos' / 'group2' / '02.mp4'): 10}
+        str(tmp_path / 'sub' / 'videos' / 'group0' / '00.mp4'): 8,
+        str(tmp_path / 'sub' / 'videos' / 'group2' / '02.mp4'): 10}
     assert len(manifest_frame_counts([str(tmp_path / 'sub')])) == 2, 'a folder with a manifest.csv'
     assert manifest_frame_counts([str(tmp_path / 'sub' / 'videos')]) == {}, 'a folder without one'
     (tmp_path / 'list.jsonl').write_text(json.dumps(dict(path=collection['good'][5])) + '\n')
@@ -92,7 +93,8 @@ def test_a_collection_through_workers(collection, clean_run, capsys):
             assert 'predictions' not in r and r['error']
         else:
             assert [p['label'] for p in r['predictions']][0] in ('left', 'right', 'still')
-            assert len(r['predictions']) == 2 and r['predictions'][0]['probability'] >= r['predictions'][1]['probability']
+            assert (len(r['predictions']) == 2
+                    and r['predictions'][0]['probability'] >= r['predictions'][1]['probability'])
     assert not list(clean_run['dir'].glob('*part*')), 'the per-process parts are merged and removed'
 
 
@@ -105,9 +107,11 @@ def test_features_hold_one_finite_vector_per_readable_video_in_input_order(colle
     assert np.isfinite(features).all()
     # a vector does not depend on the batch it came in: one video alone gives its row
     one = good_in_order[7]
-    assert main([one, '--checkpoint', collection['checkpoint'], '-j', '0', '--features', str(tmp_path / 'one.safetensors')]) == 0
+    assert main([one, '--checkpoint', collection['checkpoint'], '-j', '0',
+                 '--features', str(tmp_path / 'one.safetensors')]) == 0
     from safetensors.numpy import load_file
-    np.testing.assert_allclose(load_file(tmp_path / 'one.safetensors')['features'][0], features[7], atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(load_file(tmp_path / 'one.safetensors')['features'][0], features[7],
+                               atol=1e-5, rtol=1e-4)
     assert len(set(map(tuple, features.round(4).tolist()))) > 1, 'different videos, different vectors'
 
 
@@ -141,7 +145,8 @@ def test_killed_and_resumed_gives_the_uninterrupted_output(collection, clean_run
     assert main(args) == 1  # resumed: the failures of both runs are in the output
     assert (tmp_path / 'out.jsonl').read_bytes() == clean_run['output'].read_bytes()
     np.testing.assert_array_equal(np.load(tmp_path / 'features.npy'), np.load(clean_run['features']))
-    assert (tmp_path / 'features.index.jsonl').read_bytes() == clean_run['features'].with_suffix('.index.jsonl').read_bytes()
+    assert ((tmp_path / 'features.index.jsonl').read_bytes()
+            == clean_run['features'].with_suffix('.index.jsonl').read_bytes())
     assert not list(tmp_path.glob('*part*'))
 
 

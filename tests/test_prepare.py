@@ -213,7 +213,8 @@ def test_a_killed_run_resumes_to_the_same_output(tmp_path):
         assert path.read_bytes() == (straight / path.relative_to(killed)).read_bytes(), path.name
 
     assert main([str(src), str(killed), '--short-side', '96', '-j', '2']) == 0
-    assert [p.relative_to(killed) for p in _final_files(killed)] == [p.relative_to(straight) for p in _final_files(straight)]
+    assert ([p.relative_to(killed) for p in _final_files(killed)]
+            == [p.relative_to(straight) for p in _final_files(straight)])
     for path in _final_files(straight):
         assert path.read_bytes() == (killed / path.relative_to(straight)).read_bytes(), path.name
     assert (killed / 'manifest.csv').read_text() == (straight / 'manifest.csv').read_text()

@@ -86,7 +86,8 @@ def test_unreadable_files_raise_a_named_error(make_video, tmp_path, backend):
 
 def test_truncated_faststart_file_is_refused_past_its_end(make_video, tmp_path):
     """With the index at the front the file opens, but its second half is gone."""
-    good = make_video('fast.mp4', num_frames=60, size=(96, 128), noise=True, container_options={'movflags': 'faststart'})
+    good = make_video('fast.mp4', num_frames=60, size=(96, 128), noise=True,
+                      container_options={'movflags': 'faststart'})
     truncated = tmp_path / 'fast_truncated.mp4'
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     frames, _ = read_frames(truncated, [0, 5])  # the start is still there

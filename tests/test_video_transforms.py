@@ -6,7 +6,8 @@ import torch
 import timm_inti  # noqa: F401
 from timm_inti.video import create_video_transform
 
-CONFIG = dict(input_size=(3, 32, 32), interpolation='bilinear', mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5), crop_pct=1.0)
+CONFIG = dict(input_size=(3, 32, 32), interpolation='bilinear', mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5),
+              crop_pct=1.0)
 
 
 def frames(num=4, height=48, width=64):

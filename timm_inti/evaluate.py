@@ -22,7 +22,8 @@ def average_over_views(fn: Callable[[torch.Tensor], Outputs], views: torch.Tenso
     embeddings from one forward pass); each comes back (B, ...) in float32.
     """
     if views.ndim != 6:
-        raise ValueError(f'expected evaluation views (B, V, C, T, H, W), got a {views.ndim}-d tensor {tuple(views.shape)}')
+        raise ValueError(f'expected evaluation views (B, V, C, T, H, W), '
+                         f'got a {views.ndim}-d tensor {tuple(views.shape)}')
     num_views = views.shape[1]
     outputs = fn(rearrange(views, 'b v c t h w -> (b v) c t h w'))
 

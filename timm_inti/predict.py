@@ -65,8 +65,10 @@ class PredictError(UsageError):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('videos', nargs='+', help='video files, folders, glob patterns or list files (.txt, .csv, .jsonl)')
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('videos', nargs='+',
+                        help='video files, folders, glob patterns or list files (.txt, .csv, .jsonl)')
     group = parser.add_argument_group('Model')
     group.add_argument('--model', default='inti_vit_b16',
                        help='timm model name, hf-hub:org/name or local-dir:PATH (default: %(default)s)')
@@ -167,7 +169,8 @@ def _read_list(list_file: str) -> List[str]:
                     except json.JSONDecodeError:
                         raise UsageError(f'{list_file}:{line_no}: not a JSON line') from None
                     if not (isinstance(row, dict) and isinstance(row.get('path'), str)):
-                        raise UsageError(f'{list_file}:{line_no}: expected an object with a "path", got {line.strip()[:80]!r}')
+                        raise UsageError(f'{list_file}:{line_no}: expected an object with a "path", '
+                                         f'got {line.strip()[:80]!r}')
                     paths.append(row['path'])
             else:
                 paths = [line.strip() for line in f if line.strip() and not line.lstrip().startswith('#')]
@@ -351,7 +354,8 @@ class FeatureOutput:
 
     def _part_records(self) -> List[dict]:
         shards = {p.name for p in self._shards()}  # a shard named in an index but never written holds nothing
-        return [r for part in _parts(self.path, '.part-*.jsonl') for r in read_records(part) if r.get('shard') in shards]
+        return [r for part in _parts(self.path, '.part-*.jsonl') for r in read_records(part)
+                if r.get('shard') in shards]
 
     def _final_index(self) -> List[dict]:
         _check_ours(self.index, '--features index')
@@ -443,7 +447,8 @@ class FeatureOutput:
                 del out
             else:
                 from safetensors.numpy import save_file
-                out = np.stack([sources[p][0][sources[p][1]] for p in order]) if order else np.zeros((0, dim), np.float32)
+                out = (np.stack([sources[p][0][sources[p][1]] for p in order]) if order
+                       else np.zeros((0, dim), np.float32))
                 save_file({'features': np.ascontiguousarray(out, dtype=np.float32)}, str(tmp),
                           metadata={'index': self.index.name})
         write_atomic(self.index, lambda f: f.writelines(json.dumps(dict(path=p)) + '\n' for p in order))
@@ -496,7 +501,8 @@ def _feature_space(args, model, label_names) -> Optional[str]:
     from timm_inti.zero_shot import ZeroShotHead
     if not args.features:
         return None
-    clip_head = isinstance(model.head, ZeroShotHead) or (label_names is None and isinstance(model.head, torch.nn.Linear))
+    clip_head = isinstance(model.head, ZeroShotHead) or (
+        label_names is None and isinstance(model.head, torch.nn.Linear))
     space = args.feature_space
     if space == 'auto':
         space = 'clip' if clip_head else 'pre-logits'

@@ -500,7 +500,8 @@ def _main(argv) -> int:
                          collate_fn=collate_videos, pin_memory=device.type == 'cuda')
     train_loader = torch.utils.data.DataLoader(
         train_set, batch_size=args.batch_size // args.num_samples,  # videos; each gives --num-samples clips
-        shuffle=train_sampler is None, sampler=train_sampler, drop_last=True, **loader_kwargs) if train_set is not None else None
+        shuffle=train_sampler is None, sampler=train_sampler, drop_last=True,
+        **loader_kwargs) if train_set is not None else None
     val_loader = torch.utils.data.DataLoader(
         val_set, batch_size=args.validation_batch_size or args.batch_size, shuffle=False, sampler=val_sampler,
         **loader_kwargs) if val_set is not None else None

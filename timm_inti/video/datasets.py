@@ -33,7 +33,8 @@ from .sampling import sample_indices
 from .transforms import create_video_transform
 
 __all__ = [
-    'VideoDataset', 'VideoFolder', 'VideoList', 'VideoPaths', 'VideoBatch', 'BadVideoLog', 'collate_videos', 'create_video_datasets',
+    'VideoDataset', 'VideoFolder', 'VideoList', 'VideoPaths', 'VideoBatch', 'BadVideoLog', 'collate_videos',
+    'create_video_datasets',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -235,7 +236,8 @@ class VideoList(VideoDataset):
                 raise ValueError(f'{list_file}: labels not among the classes: {", ".join(unknown[:5])}')
             targets = [index[label] for label in labels]
         if min(targets) < 0 or max(targets) >= len(classes):
-            raise ValueError(f'{list_file}: class indices must lie in [0, {len(classes)}), got {min(targets)}..{max(targets)}')
+            raise ValueError(f'{list_file}: class indices must lie in [0, {len(classes)}), '
+                             f'got {min(targets)}..{max(targets)}')
         self.root = root
         samples = [(os.path.join(root, path), target) for (path, _), target in zip(rows, targets)]
         if list_file.endswith('.csv') and 'frame_counts' not in kwargs:  # a timm-inti-prepare list has frames

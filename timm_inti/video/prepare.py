@@ -160,7 +160,8 @@ def _kinetics_jobs(src: Path, csv_file: Path, index: Dict[str, Path]) -> List[Jo
             raise UsageError(f'{csv_file}: a Kinetics row needs youtube_id, time_start and time_end, got {row}')
         source = index.get(name)
         if source is None:
-            jobs.append(Job(None, f'{split}/{name}.mp4', label, split, f'{csv_file.name}: no video {name}.* under {src}'))
+            jobs.append(Job(None, f'{split}/{name}.mp4', label, split,
+                            f'{csv_file.name}: no video {name}.* under {src}'))
         else:
             jobs.append(Job(str(source), _output_name(source.relative_to(src).as_posix()), label, split))
     return jobs
@@ -437,7 +438,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--max-fps', type=float, default=0.0, help='cap the frame rate (0: keep it)')
     parser.add_argument('--gop', type=positive_int, default=DEFAULT_GOP,
                         help='keyframe interval in frames (1: every frame a keyframe)')
-    parser.add_argument('--crf', type=non_negative_int, default=DEFAULT_CRF, help='x264 quality (lower: better, larger)')
+    parser.add_argument('--crf', type=non_negative_int, default=DEFAULT_CRF,
+                        help='x264 quality (lower: better, larger)')
     parser.add_argument('--preset', default='veryfast', help='x264 preset (speed of preparing against file size)')
     parser.add_argument('--tune', default=DEFAULT_TUNE,
                         help='x264 tune; fastdecode makes files that decode several times faster for about 10%% '
