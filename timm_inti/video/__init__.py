@@ -12,3 +12,9 @@ from .datasets import (
 from .decode import VIDEO_EXTENSIONS, VideoDecodeError, VideoInfo, available_backends, probe, read_frames
 from .sampling import dense_indices, sample_indices, segment_indices
 from .transforms import VideoTransform, create_video_transform
+
+__all__ = [
+    'BadVideoLog', 'VideoBatch', 'VideoDataset', 'VideoFolder', 'VideoList', 'VideoPaths', 'collate_videos',
+    'create_video_datasets', 'VIDEO_EXTENSIONS', 'VideoDecodeError', 'VideoInfo', 'available_backends', 'probe',
+    'read_frames', 'dense_indices', 'sample_indices', 'segment_indices', 'VideoTransform', 'create_video_transform',
+]
