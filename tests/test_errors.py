@@ -28,6 +28,7 @@ import torch
 from conftest import TINY_KWARGS, write_video
 
 from timm_inti.hub import save_pretrained
+from timm_inti.predict import main as predict_main
 from timm_inti.train import main as train_main
 
 TINY_ARGS = ('--model inti_vit_b16 --model-kwargs embed_dim=64 depth=4 num_heads=2 patch_size=8 inti_after=(2,) '
@@ -50,6 +51,7 @@ COMMANDS = {  # name -> (prog, main)
     'convert': ('convert.py', lambda: tool('convert')),
     'publish': ('publish.py', lambda: tool('publish')),
     'cards': ('cards.py', lambda: tool('cards')),
+    'predict': ('timm-inti-predict', lambda: predict_main),
 }
 
 
@@ -126,6 +128,8 @@ CASES = [
     Case('train {train} --train-split {missing_list} --val-split "" --experiment m --workers 1', 1,
          r'^timm-inti-train: error: 16 videos in a row could not be decoded, the first: {data}/nope/.*no such file; ',
          writes=('out', 'out/m')),
+    Case('train {train} --data-dir {bad_val} --experiment v', 1,
+         r"validation split 'val' has no readable video \(4 unreadable .*--val-split \"\"", writes=('out', 'out/v')),
     # checkpoints
     Case('train {train} --resume {empty}', 1, r'{empty}: not a readable checkpoint \(the file is empty, 0 bytes\)'),
     Case('train {train} --resume {random}', 1, r'{random}: not a readable checkpoint'),
@@ -161,6 +165,13 @@ CASES = [
          saved('{"architecture": "inti_vit_b16", "model_args": [4]}')),
     Case('publish {tmp}/saved --repo-id a/b --dry-run', 1, r'{tmp}/saved does not load back.*cannot read',
          saved(weights=b'')),
+    # predict
+    Case('predict {video} --checkpoint {empty}', 1, r'{empty}: not a readable checkpoint \(the file is empty'),
+    Case('predict {video} --checkpoint {run_ckpt} --use-ema', 1, r'{run_ckpt}: no EMA weights'),
+    Case('predict {video} --checkpoint {run_ckpt} --labels {binary}', 2, r'the labels file {binary} is not a text'),
+    Case('predict {video} --model local-dir:{tmp}/saved', 1, r'{tmp}/saved/config.json: not valid JSON', saved('')),
+    Case('predict {video} --checkpoint {run_ckpt} --top-k 0', 2, r'argument --top-k: 0 is not a positive integer'),
+    Case('predict {video} --checkpoint {run_ckpt} --stride 0', 2, r'argument --stride: 0 is not a positive integer'),
 ]
 
 
@@ -182,6 +193,12 @@ def world(tmp_path_factory):
     w['no_val'] = videos('no_val', [p for p in good if p.startswith('train/')])
     w['extra_val'] = videos('extra_val', good + ['val/up/u0.mp4', 'val/up/u1.mp4'])
     w['corrupt'] = videos('corrupt', [p for p in good if p.startswith('val/')])
+    w['bad_val'] = videos('bad_val', [p for p in good if p.startswith('train/')])
+    for k in range(4):
+        bad = root / 'bad_val' / 'val' / ('left', 'right')[k % 2] / f'bad{k}.mp4'
+        bad.parent.mkdir(parents=True, exist_ok=True)
+        bad.write_bytes(b'not a video' * 100)
+    w['video'] = w['data'] / good[0]
     for k in range(4):
         bad = root / 'corrupt' / 'train' / ('left', 'right')[k % 2] / f'bad{k}.mp4'
         bad.parent.mkdir(parents=True, exist_ok=True)

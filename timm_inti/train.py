@@ -187,6 +187,7 @@ def validate(model, loader, args, device, amp_autocast, progress, bad_log) -> Di
     """Top-1/top-5 and loss of views (B, V, C, T, H, W): each video's probabilities averaged over its views."""
     model.eval()
     evaluator = ClassificationEvaluator(device=device, max_samples=evaluation_sample_limit(loader))
+    seen = torch.zeros((), dtype=torch.int64, device=device)
     for views, target, bad in progress(loader, desc='eval'):
         bad_log.update(bad)
         if not len(views):
@@ -195,6 +196,13 @@ def validate(model, loader, args, device, amp_autocast, progress, bad_log) -> Di
         with amp_autocast():
             probs = view_probabilities(model, views)
         evaluator.update(probs.clamp_min(1e-12).log(), target)  # log of averaged probabilities = its own logits
+        seen += len(target)
+    if args.distributed:
+        torch.distributed.all_reduce(seen)
+    if not seen:  # metrics of nothing would read as 0% and decide "best" on nothing
+        raise CommandError(f'validation split {args.val_split!r} has no readable video ({len(bad_log)} unreadable '
+                           f'reported above): nothing to measure; fix its files, or train without validation '
+                           f'(--val-split "")')
     return dict(evaluator.compute(distributed=args.distributed))
 
 
