@@ -10,7 +10,7 @@ from typing import Callable, Tuple, Union
 import torch
 from einops import rearrange
 
-__all__ = ['average_over_views', 'view_probabilities']
+__all__ = ['average_over_views', 'probabilities', 'view_probabilities']
 
 Outputs = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 
@@ -32,6 +32,16 @@ def average_over_views(fn: Callable[[torch.Tensor], Outputs], views: torch.Tenso
     return tuple(mean(x) for x in outputs) if isinstance(outputs, tuple) else mean(outputs)
 
 
+def probabilities(model: torch.nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities from ``model``'s logits: a softmax, unless its head says otherwise.
+
+    A zero-shot head of a sigmoid-trained image-text model (SigLIP) turns its logits into
+    independent per-class probabilities (``ZeroShotHead.probabilities``).
+    """
+    head_probabilities = getattr(getattr(model, 'head', None), 'probabilities', None)
+    return head_probabilities(logits) if callable(head_probabilities) else logits.softmax(dim=-1)
+
+
 def view_probabilities(model: torch.nn.Module, views: torch.Tensor) -> torch.Tensor:
-    """Class probabilities (B, K) of ``views`` (B, V, C, T, H, W): each view's softmax, averaged over views."""
-    return average_over_views(lambda clips: model(clips).float().softmax(dim=-1), views)
+    """Class probabilities (B, K) of ``views`` (B, V, C, T, H, W): each view's probabilities, averaged over views."""
+    return average_over_views(lambda clips: probabilities(model, model(clips).float()), views)

@@ -514,6 +514,7 @@ def _feature_space(args, model, label_names) -> Optional[str]:
 
 def _step(model, classify: bool, space: Optional[str]):
     """(N, C, T, H, W) clips -> a tuple: class probabilities (if classifying), embeddings (if extracting)."""
+    from timm_inti.evaluate import probabilities
     from timm_inti.zero_shot import ZeroShotHead
     projection = model.head.projection if isinstance(model.head, ZeroShotHead) else model.head
 
@@ -521,7 +522,7 @@ def _step(model, classify: bool, space: Optional[str]):
         pre = model.forward_head(model.forward_features(clips), pre_logits=True)
         outputs = []
         if classify:
-            outputs.append(model.head(pre).float().softmax(dim=-1))
+            outputs.append(probabilities(model, model.head(pre).float()))
         if space is not None:
             outputs.append(pre if space == 'pre-logits' else projection(pre))
         return tuple(outputs)
