@@ -379,6 +379,14 @@ def storage_table(args, corpus, work, transform) -> List[Dict]:
 
 
 def main(argv=None) -> int:
+    threads = torch.get_num_threads()
+    try:
+        return _main(argv)
+    finally:  # a caller in the same process (the test suite) keeps its thread count
+        torch.set_num_threads(threads)
+
+
+def _main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)  # per core: one torch thread (DataLoader workers use one each too)
     tmp = tempfile.TemporaryDirectory(prefix='timm_inti_pipeline_') if args.work is None else None

@@ -36,7 +36,13 @@ def summary(run_dir):
 
 
 def env_with_repo():
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get('PYTHONPATH', '')]))
+    """This process's environment for a child, with the repository importable and torch's thread count.
+
+    Bit-exact comparisons between a run here and one in a child need the same thread count
+    (the order of a parallel sum changes the last bits); another test may have changed ours.
+    """
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get('PYTHONPATH', '')]),
+                OMP_NUM_THREADS=str(torch.get_num_threads()))
 
 
 def test_learns_and_writes_checkpoints_logs_and_plots(data_dir, tmp_path, capsys):
