@@ -70,11 +70,14 @@ def clip(model, frames):
 def measure(name, frames, naive_cache):
     model = timm.create_model(name).eval()
     naive = timm.create_model(name, inti_after=()).eval()
-    # variants sharing a backbone (and temporal modules) share a naive count; repr spells out the architecture
-    key = (repr(naive), frames)
+    # variants sharing a backbone (and temporal modules) share a naive count; repr spells out the layers but not
+    # the frame size or the prefix tokens (ViT-L/14 at 224 and 336 px print the same)
+    key = (repr(naive), tuple(naive.patch_embed.img_size), naive.num_prefix_tokens, frames)
     if key not in naive_cache:
         naive_cache[key] = count_flops(naive, clip(naive, frames))
     naive_count = naive_cache[key]
+    if abs(formula_flops(naive, frames).total - naive_count.total) > 0.01 * naive_count.total:
+        raise RuntimeError(f'the naive count of {name} at {frames} frames is not its own (a cache collision)')
     count = count_flops(model, clip(model, frames))
     formula = formula_flops(model, frames)
     return dict(
