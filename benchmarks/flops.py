@@ -5,7 +5,8 @@ variant (one InTI layer after a quarter of the blocks) of every other backbone o
 (timm_inti.backbones) at 8 frames; name models to count others.
 
 For each model and clip length: fvcore's count with attention included, the naive model
-(the same ViT, with the same temporal modules if any, and ``inti_after=()``), the reduction, the InTI layers' own share, and the
+(the same ViT, with the same temporal modules if any, and ``inti_after=()``), the reduction, the
+InTI layers' own share, and the
 closed-form cost model of timm_inti.flops, which must agree with fvcore within 1%, and the
 bound of the block schedule alone (the reduction if only the Transformer blocks cost
 anything: 37.5% for one InTI layer after a quarter of the blocks); patch embedding, head and
@@ -25,7 +26,6 @@ from pathlib import Path
 import timm
 import torch
 
-import timm_inti
 from timm_inti.backbones import BACKBONES
 from timm_inti.files import pyplot, write_csv, write_png, write_text
 from timm_inti.flops import count_flops, formula_flops
@@ -70,11 +70,14 @@ def clip(model, frames):
 def measure(name, frames, naive_cache):
     model = timm.create_model(name).eval()
     naive = timm.create_model(name, inti_after=()).eval()
-    # variants sharing a backbone (and temporal modules) share a naive count; repr spells out the architecture
-    key = (repr(naive), frames)
+    # variants sharing a backbone (and temporal modules) share a naive count; repr spells out the layers but not
+    # the frame size or the prefix tokens (ViT-L/14 at 224 and 336 px print the same)
+    key = (repr(naive), tuple(naive.patch_embed.img_size), naive.num_prefix_tokens, frames)
     if key not in naive_cache:
         naive_cache[key] = count_flops(naive, clip(naive, frames))
     naive_count = naive_cache[key]
+    if abs(formula_flops(naive, frames).total - naive_count.total) > 0.01 * naive_count.total:
+        raise RuntimeError(f'the naive count of {name} at {frames} frames is not its own (a cache collision)')
     count = count_flops(model, clip(model, frames))
     formula = formula_flops(model, frames)
     return dict(
@@ -108,10 +111,12 @@ def plot(rows, path):
         return False
     fig, ax = plt.subplots(figsize=(10, 4.5))
     naive_done = set()
-    for name in dict.fromkeys(r['model'] for r in rows):
+    names = list(dict.fromkeys(r['model'] for r in rows))
+    swept = [n for n in names if sum(r['model'] == n for r in rows) > 1]
+    for name in names:
+        if swept and name not in swept:
+            continue  # a model at one clip length is no line beside the swept ones; the table has it
         mine = [r for r in rows if r['model'] == name]
-        if len(mine) < 2 and len(rows) > len(mine):
-            continue  # a single clip length is no line; the table has it
         frames = [r['frames'] for r in mine]
         ax.plot(frames, [r['gflops'] for r in mine], marker='o', label=name)
         naive = tuple(r['naive_gflops'] for r in mine)

@@ -230,3 +230,30 @@ def test_fvcore_and_the_closed_form_agree_per_family(alias, kwargs):
         assert formula_flops(model, frames).total == counted.total
         if model.attn_pool is not None:
             assert formula_flops(model, frames).by_module['attn_pool'] == counted.by_module['attn_pool']
+
+
+def test_train_predict_and_flops_benchmark_take_the_new_families(tmp_path, capsys):
+    """No special case in the commands: DINOv2 (5 prefix tokens) trains and predicts, SigLIP is counted."""
+    from benchmarks import flops as benchmark
+    from timm_inti.predict import main as predict
+    from timm_inti.train import main as train
+    from timm_inti.video.synthetic import write_video
+
+    for split, count in (('train', 2), ('val', 1)):
+        for label, direction in (('left', -1), ('right', 1)):
+            for k in range(count):
+                write_video(tmp_path / 'data' / split / label / f'{label}{k}.mp4', num_frames=12, size=(32, 32),
+                            direction=direction)
+    tiny = ['embed_dim=64', 'depth=4', 'num_heads=2', 'patch_size=8', 'inti_after=(1,)']
+    assert train(['--data-dir', str(tmp_path / 'data'), '--model', 'inti_vit_b14_dinov2', '--model-kwargs', *tiny,
+                  '--img-size', '32', '--num-frames', '4', '--workers', '0', '--warmup-epochs', '0', '--epochs', '1',
+                  '-b', '2', '--output', str(tmp_path / 'runs'), '--experiment', 'dinov2']) == 0
+    capsys.readouterr()
+    video = tmp_path / 'data' / 'val' / 'left' / 'left0.mp4'
+    assert predict([str(video), '--checkpoint', str(tmp_path / 'runs' / 'dinov2' / 'last.pth.tar'), '--json',
+                    '--top-k', '2']) == 0
+    assert {'left', 'right'} <= set(capsys.readouterr().out.replace('"', ' ').split())
+
+    assert benchmark.main(['--models', 'inti_vit_b16_siglip', '--frames', '2', '--out', str(tmp_path / 'flops')]) == 0
+    row = (tmp_path / 'flops' / 'flops.md').read_text().splitlines()[2].split(' | ')
+    assert row[0] == '| inti_vit_b16_siglip' and float(row[-1].rstrip(' |')) == 0.0  # formula vs fvcore (%)

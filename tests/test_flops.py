@@ -102,3 +102,22 @@ def test_siglip_attention_pool_counted_by_both():
     one_frame = formula_flops(model, 1).by_module['attn_pool']
     assert formula.by_module['attn_pool'] == 3 * one_frame  # 6 frames merged to 3 before the head
     assert formula.total == counted.total
+
+
+def test_benchmark_does_not_share_naive_counts_across_frame_sizes(monkeypatch):
+    """ViT-L/14 at 224 and at 336 px print the same repr; their naive counts must not be shared."""
+    from benchmarks import flops as benchmark
+
+    counted = []
+
+    def fake_count(model, x):  # the cache logic only; shapes decide the (closed-form) count
+        counted.append(x.shape[-1])
+        return formula_flops(model, x.shape[2])
+    monkeypatch.setattr(benchmark, 'count_flops', fake_count)
+    create_model = timm.create_model
+    monkeypatch.setattr(benchmark.timm, 'create_model', lambda name, **kw: create_model(name, device='meta', **kw))
+    cache = {}
+    rows = [benchmark.measure(name, 2, cache) for name in ('inti_vit_l14', 'inti_vit_l14_336')]
+    assert counted == [224, 224, 336, 336]  # two naive counts, one per frame size
+    assert rows[1]['naive_gflops'] > rows[0]['naive_gflops']
+    assert 37 < rows[1]['reduction_pct'] < 37.5

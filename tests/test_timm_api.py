@@ -15,11 +15,13 @@ from conftest import TINY_KWARGS
 from timm_inti.backbones import BACKBONES, find_backbone
 
 LONG_NAMES = sorted(timm_inti.MODEL_ALIASES.values())
-# every variant of the first two CLIP towers, and the plain variant of every other family (the
-# variants differ only in their schedule, which the first ones cover)
+# every variant of the first two CLIP towers, and the plain variant of every other architecture (the
+# variants differ only in their schedule, which the first ones cover; at 4x4 patches ViT-L/14 at 336 px
+# is ViT-L/14)
+_SWEPT = ('vit_base_patch16_clip_224', 'vit_large_patch14_clip_224')
 FORWARD_NAMES = sorted(
     long_name for b in BACKBONES.values() for long_name, _, variant in b.model_names()
-    if b.name in ('vit_base_patch16_clip_224', 'vit_large_patch14_clip_224') or not variant)
+    if b.name in _SWEPT or not variant and all(b.vit_args != BACKBONES[s].vit_args for s in _SWEPT))
 FAMILIES = sorted(BACKBONES)
 
 

@@ -2,13 +2,20 @@
 
 ``import timm_inti`` registers the models with timm; then ``timm.create_model("inti_vit_b16")``
 and the ``hf-hub:`` / ``local-dir:`` names work as for timm's own models.
+``timm_inti.create_video_model`` turns any other timm ViT into a video model.
 """
+from .backbones import Backbone, Weights
 from .hub import push_to_hub, read_checkpoint, save_pretrained
 from .inti import InTI, merged_num_frames
-from .backbones import Backbone, Weights
 from .vit import (
     MODEL_ALIASES, CheckpointError, VideoVisionTransformer, checkpoint_filter_fn, create_video_model, register_backbone,
     resample_temporal_embed,
 )
+
+__all__ = [
+    'Backbone', 'CheckpointError', 'InTI', 'MODEL_ALIASES', 'VideoVisionTransformer', 'Weights', 'checkpoint_filter_fn',
+    'create_video_model', 'merged_num_frames', 'push_to_hub', 'read_checkpoint', 'register_backbone',
+    'resample_temporal_embed', 'save_pretrained',
+]
 
 __version__ = '0.1.0'

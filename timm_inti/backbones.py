@@ -102,7 +102,8 @@ class Backbone:
             return next(iter(self.tags.values()))
         if tag not in self.tags:
             raise ValueError(
-                f'unknown pretrained tag {tag!r} for the {self.description} backbone; known tags: {", ".join(self.tags)}')
+                f'unknown pretrained tag {tag!r} for the {self.description} backbone; '
+                f'known tags: {", ".join(self.tags)}')
         return self.tags[tag]
 
 
@@ -121,7 +122,8 @@ _CLIP_NORM = dict(pre_norm=True, norm_layer=partial(LayerNorm, eps=1e-5))
 
 
 def _openai(arch: str, text_model: str, **kwargs) -> Weights:
-    return Weights(f'timm/{arch}.openai', act_layer='quick_gelu', text_tower=(f'{text_model}-quickgelu', 'openai'), **kwargs)
+    return Weights(
+        f'timm/{arch}.openai', act_layer='quick_gelu', text_tower=(f'{text_model}-quickgelu', 'openai'), **kwargs)
 
 
 BACKBONES: Dict[str, Backbone] = {b.name: b for b in [
@@ -153,7 +155,8 @@ BACKBONES: Dict[str, Backbone] = {b.name: b for b in [
         tags={
             'openai': _openai('vit_base_patch32_clip_224', 'ViT-B-32', crop_pct=0.9),
             'laion2b': Weights(
-                'timm/vit_base_patch32_clip_224.laion2b', 'gelu', crop_pct=0.9, text_tower=('ViT-B-32', 'laion2b_s34b_b79k')),
+                'timm/vit_base_patch32_clip_224.laion2b', 'gelu', crop_pct=0.9,
+                text_tower=('ViT-B-32', 'laion2b_s34b_b79k')),
             'datacompxl': Weights(
                 'timm/vit_base_patch32_clip_224.datacompxl', 'gelu', text_tower=('ViT-B-32', 'datacomp_xl_s13b_b90k')),
         }),
@@ -189,8 +192,8 @@ BACKBONES: Dict[str, Backbone] = {b.name: b for b in [
         dict(patch_size=16, embed_dim=768, depth=12, num_heads=12),
         tags={
             'augreg2_in21k_ft_in1k': Weights(
-                'timm/vit_base_patch16_224.augreg2_in21k_ft_in1k', None, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD,
-                num_classes=1000, crop_pct=0.9, license='apache-2.0'),
+                'timm/vit_base_patch16_224.augreg2_in21k_ft_in1k', None, IMAGENET_INCEPTION_MEAN,
+                IMAGENET_INCEPTION_STD, num_classes=1000, crop_pct=0.9, license='apache-2.0'),
             'augreg_in21k': Weights(
                 'timm/vit_base_patch16_224.augreg_in21k', None, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD,
                 num_classes=21843, crop_pct=0.9, license='apache-2.0'),

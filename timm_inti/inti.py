@@ -93,7 +93,9 @@ class InTI(nn.Module):
             raise ValueError(f"InTI weighting must be 'softmax', 'sigmoid' or 'mean', got {weighting!r}")
         if isinstance(kernel_sizes, (str, bytes)) or not isinstance(kernel_sizes, Sequence) or any(
                 isinstance(k, bool) or not hasattr(k, '__index__') for k in kernel_sizes):
-            raise ValueError(f'InTI kernel_sizes must be a sequence of odd, positive integers such as (1, 3, 7), got {kernel_sizes!r}')
+            raise ValueError(
+                f'InTI kernel_sizes must be a sequence of odd, positive integers such as (1, 3, 7), '
+                f'got {kernel_sizes!r}')
         kernel_sizes = tuple(int(k) for k in kernel_sizes)
         if any(k < 1 or k % 2 == 0 for k in kernel_sizes):
             raise ValueError(f'InTI kernel_sizes must be odd and positive, got {kernel_sizes}')

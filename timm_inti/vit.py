@@ -1,6 +1,6 @@
 """ Video Vision Transformer with InTI (Inter-frame Token Interpolation)
 
-A CLIP image ViT from timm applied to every frame of a clip, with InTI layers between
+An image ViT from timm (CLIP, SigLIP, DINOv2, ...) applied to every frame of a clip, with InTI layers between
 blocks that merge neighbouring frames, so later blocks process half the frames each time.
 After "Dynamic and Compressive Adaptation of Transformers From Images to Videos"
 (ECCV 2024, https://arxiv.org/abs/2408.06840); the paper's code is not public, and the
@@ -14,13 +14,17 @@ this project").
   * a learned temporal position embedding (zero at init, resampled for other clip lengths);
   * optional temporal modules (``adapter_dim``): an ST-Adapter-style spatio-temporal adapter
     before every block, running on the frames that block sees (zero at init);
-  * the head sees the per-frame pooled tokens (class tokens for CLIP) averaged over the
-    frames that remain.
+  * the head sees the per-frame pooled tokens (class tokens for CLIP, SigLIP's attention
+    pool) averaged over the frames that remain.
 
 The blocks, patch embedding, norms, pooling and checkpoint conversion are timm's own:
 ``VideoVisionTransformer`` subclasses timm's ``VisionTransformer`` and only adds time.
-With InTI layers at their averaging init and a zero temporal embedding, a CLIP-initialised
-model equals the image tower on a one-frame clip.
+With InTI layers at their averaging init and a zero temporal embedding, a model initialised
+from image weights equals the image model on a one-frame clip.
+
+Below the model: the checkpoint filter, ``create_video_model`` (any timm ``VisionTransformer``
+with its own weights and cfg becomes a video model), and the registrations, generated from
+the backbone table in ``timm_inti.backbones``.
 """
 import operator
 import pickle
@@ -75,7 +79,8 @@ def _check_count(name: str, value: Any, minimum: int = 1) -> int:
 
 def _check_schedule(inti_after: Any, depth: int) -> Tuple[int, ...]:
     """``inti_after`` as a tuple of distinct, increasing block counts in [1, depth], or a ValueError saying why not."""
-    allowed = f'a sequence of distinct, increasing integer block counts between 1 and depth={depth}, e.g. ({max(depth // 4, 1)},)'
+    allowed = (f'a sequence of distinct, increasing integer block counts between 1 and depth={depth}, '
+               f'e.g. ({max(depth // 4, 1)},)')
     if isinstance(inti_after, (str, bytes)) or not isinstance(inti_after, Sequence):
         raise ValueError(f'inti_after must be {allowed}; got {inti_after!r} ({type(inti_after).__name__})')
     bad = [k for k in inti_after if isinstance(k, bool) or not hasattr(k, '__index__')]
@@ -509,7 +514,8 @@ def _video_class(cls: type, model_name: str) -> type:
         return cls
     if cls is VisionTransformer:
         return VideoVisionTransformer
-    overridden = [m for m in _VIDEO_METHODS if issubclass(cls, VisionTransformer) and getattr(cls, m) is not getattr(VisionTransformer, m)]
+    overridden = [m for m in _VIDEO_METHODS
+                  if issubclass(cls, VisionTransformer) and getattr(cls, m) is not getattr(VisionTransformer, m)]
     if not issubclass(cls, VisionTransformer) or overridden:
         why = f'overrides {", ".join(overridden)}' if overridden else 'is not a timm VisionTransformer'
         raise TypeError(

@@ -141,7 +141,8 @@ def set_zero_shot_head(
     if not isinstance(model.head, (nn.Linear, nn.Identity)):
         raise ValueError(
             'the model head must be the image embedding head: CLIP\'s image projection (a Linear layer) or none '
-            f'(nn.Identity, where the pooled features are the embedding, as in SigLIP); got {type(model.head).__name__}')
+            f'(nn.Identity, where the pooled features are the embedding, as in SigLIP); '
+            f'got {type(model.head).__name__}')
     if not classnames:
         raise ValueError('zero-shot classification needs at least one class name')
     device = next(model.parameters()).device
