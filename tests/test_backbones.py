@@ -7,11 +7,11 @@ import safetensors.torch
 import timm
 import timm.models._registry as timm_registry
 import torch
+from conftest import TINY_KWARGS
 from timm.layers import LayerNorm, get_act_layer
 
 import timm_inti
 import timm_inti.vit
-from conftest import TINY_KWARGS
 from timm_inti.backbones import BACKBONES, VARIANTS, Backbone, Weights, find_backbone
 from timm_inti.zero_shot import text_tower_for
 

@@ -2,9 +2,9 @@
 import pytest
 import timm
 import torch
+from conftest import TINY_KWARGS
 from fvcore.nn import FlopCountAnalysis
 
-from conftest import TINY_KWARGS
 from timm_inti.flops import count_flops, formula_flops
 
 

@@ -5,9 +5,9 @@ import pytest
 import safetensors.torch
 import timm
 import torch
+from conftest import TINY_KWARGS
 
 import timm_inti
-from conftest import TINY_KWARGS
 
 
 def safetensors_bytes(state_dict):

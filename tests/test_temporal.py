@@ -2,9 +2,9 @@
 import pytest
 import timm
 import torch
+from conftest import TINY_KWARGS, check_grad_checkpointing
 
 import timm_inti  # noqa: F401  (registers the models)
-from conftest import TINY_KWARGS, check_grad_checkpointing
 from timm_inti.flops import count_flops, formula_flops
 from timm_inti.temporal import STAdapter
 from timm_inti.train import freeze_backbone

@@ -8,10 +8,10 @@ import timm
 import timm.optim
 import timm.utils
 import torch
+from conftest import TINY_KWARGS
 from timm.layers import get_channel_dim
 
 import timm_inti
-from conftest import TINY_KWARGS
 from timm_inti.backbones import BACKBONES, find_backbone
 
 LONG_NAMES = sorted(timm_inti.MODEL_ALIASES.values())

@@ -4,9 +4,9 @@ import math
 import pytest
 import timm
 import torch
+from conftest import check_grad_checkpointing
 
 import timm_inti
-from conftest import check_grad_checkpointing
 from timm_inti import VideoVisionTransformer
 
 

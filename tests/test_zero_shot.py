@@ -4,10 +4,9 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-
-import timm_inti
 from conftest import TINY_KWARGS
 
+import timm_inti
 from timm_inti.backbones import BACKBONES
 from timm_inti.zero_shot import VIDEO_TEMPLATES, ZeroShotHead, set_zero_shot_head, text_tower_for
 
@@ -59,8 +58,9 @@ def fake_tokenizer(texts, context_length=64):
 @torch.no_grad()
 def test_siglip2_zero_shot_scores_clips_as_open_clip_scores_images(hub_cache):
     """Sigmoid scoring with SigLIP's logit bias; the image tower comes through the Hub cache as timm publishes it."""
-    import safetensors.torch
     import warnings
+
+    import safetensors.torch
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')

@@ -8,7 +8,12 @@ from .backbones import Backbone, Weights
 from .hub import push_to_hub, read_checkpoint, save_pretrained
 from .inti import InTI, merged_num_frames
 from .vit import (
-    MODEL_ALIASES, CheckpointError, VideoVisionTransformer, checkpoint_filter_fn, create_video_model, register_backbone,
+    MODEL_ALIASES,
+    CheckpointError,
+    VideoVisionTransformer,
+    checkpoint_filter_fn,
+    create_video_model,
+    register_backbone,
     resample_temporal_embed,
 )
 

@@ -25,7 +25,11 @@ from functools import partial
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from timm.data import (
-    IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, OPENAI_CLIP_MEAN,
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    IMAGENET_INCEPTION_MEAN,
+    IMAGENET_INCEPTION_STD,
+    OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
 )
 from timm.layers import LayerNorm

@@ -36,7 +36,12 @@ import torch.nn.functional as F
 from einops import rearrange
 from safetensors import SafetensorError
 from timm.models import (
-    build_model_with_cfg, checkpoint, generate_default_cfgs, load_pretrained, register_model, resolve_pretrained_cfg,
+    build_model_with_cfg,
+    checkpoint,
+    generate_default_cfgs,
+    load_pretrained,
+    register_model,
+    resolve_pretrained_cfg,
 )
 from timm.models._features import feature_take_indices
 from timm.models._input import update_model_args
