@@ -1,4 +1,4 @@
-"""The backbone table: registrations, cfgs, activations and text towers all come from it, and one entry adds a backbone."""
+"""The backbone table: registrations, cfgs, activations and text towers come from it; one entry adds a backbone."""
 import copy
 from functools import partial
 
@@ -84,8 +84,10 @@ def test_adding_a_backbone_is_one_entry(restored_registry, hub_cache, tmp_path):
         'vit_tiny_patch8_clip_32', 'vit_t8', 'CLIP ViT-T/8 (test)',
         dict(patch_size=8, embed_dim=64, depth=4, num_heads=2, pre_norm=True, norm_layer=partial(LayerNorm, eps=1e-5)),
         tags={
-            'openai': Weights('test-org/vit_tiny_patch8_clip_32.openai', 'quick_gelu', text_tower=('ViT-B-16-quickgelu', 'openai')),
-            'laion2b': Weights('test-org/vit_tiny_patch8_clip_32.laion2b', 'gelu', text_tower=('ViT-B-16', 'laion2b_s34b_b88k')),
+            'openai': Weights('test-org/vit_tiny_patch8_clip_32.openai', 'quick_gelu',
+                              text_tower=('ViT-B-16-quickgelu', 'openai')),
+            'laion2b': Weights('test-org/vit_tiny_patch8_clip_32.laion2b', 'gelu',
+                               text_tower=('ViT-B-16', 'laion2b_s34b_b88k')),
         },
         img_size=32)
     names = timm_inti.register_backbone(backbone)
@@ -96,7 +98,8 @@ def test_adding_a_backbone_is_one_entry(restored_registry, hub_cache, tmp_path):
     assert timm.list_pretrained('inti_vit_t8.*') == ['inti_vit_t8.laion2b', 'inti_vit_t8.openai']
     assert timm_inti.MODEL_ALIASES['inti_vit_t8'] == 'inti_vit_tiny_patch8_clip_32'
 
-    for tag, tower_name in (('openai', 'vit_base_patch16_clip_quickgelu_224'), ('laion2b', 'vit_base_patch16_clip_224')):
+    for tag, tower_name in (('openai', 'vit_base_patch16_clip_quickgelu_224'),
+                            ('laion2b', 'vit_base_patch16_clip_224')):
         tower = timm.create_model(tower_name, num_classes=512, **TINY_KWARGS).eval()
         hub_cache(backbone.tags[tag].hf_hub_id, 'model.safetensors',
                   safetensors.torch.save({k: v.contiguous() for k, v in tower.state_dict().items()}))

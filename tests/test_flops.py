@@ -91,7 +91,8 @@ def test_benchmark_default_set_sweeps_clip_b16_and_l14_and_counts_every_other_fa
     others = [(m, t) for m, t in jobs if not m.startswith(('inti_vit_b16', 'inti_vit_l14')) or '_336' in m
               or 'siglip' in m or 'augreg' in m]
     assert others == [(f'inti_{b.alias}', 8) for b in BACKBONES.values() if b.name not in benchmark.SWEEP_BACKBONES]
-    assert benchmark.default_jobs(['inti_vit_b16_siglip'], [4, 8]) == [('inti_vit_b16_siglip', 4), ('inti_vit_b16_siglip', 8)]
+    assert benchmark.default_jobs(['inti_vit_b16_siglip'], [4, 8]) == [
+        ('inti_vit_b16_siglip', 4), ('inti_vit_b16_siglip', 8)]
 
 
 def test_siglip_attention_pool_counted_by_both():

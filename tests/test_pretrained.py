@@ -92,7 +92,8 @@ def test_video_checkpoint_keeps_trained_inti_and_resamples_time(tmp_path):
 
 @pytest.mark.parametrize('change, message', [
     (dict(depth=2, inti_after=(1,)), r'missing keys: inti\.1\..*unexpected keys: blocks\.2\.'),
-    (dict(embed_dim=32, num_heads=2), r'shape mismatches.*blocks\.0\.attn\.proj\.bias \(64,\) vs \(32,\).* and \d+ more'),
+    (dict(embed_dim=32, num_heads=2),
+     r'shape mismatches.*blocks\.0\.attn\.proj\.bias \(64,\) vs \(32,\).* and \d+ more'),
     (dict(inti_after=(2,)), r'missing keys: inti\.2\..*unexpected keys: inti\.3\.'),
 ])
 def test_checkpoint_that_does_not_fit_is_refused_naming_file_and_keys(tmp_path, change, message):
@@ -112,5 +113,6 @@ def test_image_checkpoint_missing_a_key_is_refused(tmp_path):
     torch.save(state_dict, buffer)
     path = tmp_path / 'clip.pt'
     path.write_bytes(buffer.getvalue())
-    with pytest.raises(timm_inti.CheckpointError, match=r'clip\.pt does not fit .*missing keys: blocks\.1\.attn\.qkv\.weight'):
+    with pytest.raises(timm_inti.CheckpointError,
+                       match=r'clip\.pt does not fit .*missing keys: blocks\.1\.attn\.qkv\.weight'):
         timm.create_model('inti_vit_b16', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **TINY_KWARGS)

@@ -33,10 +33,12 @@ def test_registry_names_tags_and_aliases():
     names = timm.list_models('inti_*')
     for alias, long_name in timm_inti.MODEL_ALIASES.items():
         assert alias in names and long_name in names
-        assert timm.list_pretrained(f'{alias}.*') == [t.replace(long_name, alias) for t in timm.list_pretrained(f'{long_name}.*')]
+        assert timm.list_pretrained(f'{alias}.*') == [
+            t.replace(long_name, alias) for t in timm.list_pretrained(f'{long_name}.*')]
         tags = [t.split('.', 1)[1] for t in timm.list_pretrained(f'{alias}.*')]
         for tag in tags:
-            cfg, alias_cfg = timm.models.get_pretrained_cfg(f'{long_name}.{tag}'), timm.models.get_pretrained_cfg(f'{alias}.{tag}')
+            cfg, alias_cfg = (timm.models.get_pretrained_cfg(f'{long_name}.{tag}'),
+                              timm.models.get_pretrained_cfg(f'{alias}.{tag}'))
             assert cfg.hf_hub_id == alias_cfg.hf_hub_id and cfg.hf_hub_id.startswith('timm/vit_')
         assert timm.models.get_pretrained_cfg(alias).tag == timm.models.get_pretrained_cfg(long_name).tag in tags
     for tag in ('openai', 'laion2b', 'datacompxl'):
@@ -105,7 +107,8 @@ def test_feature_info_features_only_and_intermediates():
         # an image batch gives image-shaped maps, as timm's tests expect
         images = model.forward_intermediates(x[:, :, 0], intermediates_only=True)
         assert [y.shape for y in images] == [(2, 64, 4, 4)] * 4
-        assert model.forward_intermediates(x, stop_early=True, indices=[1], intermediates_only=True)[0].shape == (2, 64, 6, 4, 4)
+        assert model.forward_intermediates(
+            x, stop_early=True, indices=[1], intermediates_only=True)[0].shape == (2, 64, 6, 4, 4)
 
     features = tiny(inti_after=(2,), features_only=True, out_indices=(1, 2, 3)).eval()
     assert features.feature_info.channels() == [64, 64, 64]
@@ -192,7 +195,8 @@ def test_data_config_comes_from_the_pretrained_cfg():
     config = timm.data.resolve_data_config(model=model)
     assert config['mean'] == timm.data.OPENAI_CLIP_MEAN and config['interpolation'] == 'bicubic'
     assert config['input_size'] == model.pretrained_cfg['input_size']  # as for timm's ViTs: the weights' size
-    assert timm.data.resolve_data_config(model=timm.create_model('inti_vit_l14.laion2b', depth=2, inti_after=(1,)))['mean'] == \
+    assert timm.data.resolve_data_config(
+        model=timm.create_model('inti_vit_l14.laion2b', depth=2, inti_after=(1,)))['mean'] == \
         timm.data.IMAGENET_INCEPTION_MEAN
 
 

@@ -186,7 +186,8 @@ def test_schedule_validation():
     (dict(num_frames=2.5), r'num_frames must be an integer of at least 1, got 2\.5 \(float\)'),
     (dict(num_frames='8'), r"num_frames must be an integer of at least 1, got '8' \(str\)"),
     (dict(adapter_dim=-4), r'adapter_dim must be an integer of at least 0, got -4'),
-    (dict(inti_kernel_sizes='37'), r"kernel_sizes must be a sequence of odd, positive integers such as \(1, 3, 7\), got '37'"),
+    (dict(inti_kernel_sizes='37'),
+     r"kernel_sizes must be a sequence of odd, positive integers such as \(1, 3, 7\), got '37'"),
     (dict(inti_kernel_sizes=(1, 2.5)), r'kernel_sizes must be a sequence of odd, positive integers'),
     (dict(inti_hidden_dim=0), r'InTI hidden_dim must be a positive integer, got 0'),
 ])
@@ -217,7 +218,8 @@ def test_bad_input_gets_a_clear_error():
     dynamic = tiny(dynamic_img_size=True)
     with pytest.raises(ValueError, match='not a multiple of the patch size'):
         dynamic(torch.randn(2, 3, 8, 36, 32))
-    with pytest.raises(ValueError, match=r'empty batch: expected at least one clip in dim 0, got input shape \(0, 3, 8, 32, 32\)'):
+    with pytest.raises(ValueError,
+                       match=r'empty batch: expected at least one clip in dim 0, got input shape \(0, 3, 8, 32, 32\)'):
         model(torch.randn(0, 3, 8, 32, 32))
 
 
@@ -231,7 +233,8 @@ def test_input_of_the_wrong_type_or_dtype_is_named():
         model([torch.randn(3, 2, 32, 32)])
     with pytest.raises(TypeError, match=expected + r', got dtype torch\.uint8: scale uint8 frames to \[0, 1\]'):
         model(torch.zeros(1, 3, 2, 32, 32, dtype=torch.uint8))
-    with pytest.raises(TypeError, match=r'the input is torch\.float16 and the model torch\.float32: convert one to the other'):
+    with pytest.raises(TypeError,
+                       match=r'the input is torch\.float16 and the model torch\.float32: convert one to the other'):
         model(torch.zeros(1, 3, 2, 32, 32, dtype=torch.float16))
     with torch.autocast('cpu', dtype=torch.bfloat16), torch.no_grad():  # mixed precision is the supported way
         assert model(torch.randn(1, 3, 2, 32, 32).bfloat16()).shape == (1, 512)

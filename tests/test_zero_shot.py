@@ -30,11 +30,15 @@ def test_zero_shot_head_scores_clips_as_clip_scores_images(open_clip_b16):
 
 
 def test_text_towers_follow_the_pretrained_tag():
-    assert text_tower_for(timm.create_model('inti_vit_b16', depth=1, inti_after=(1,))) == ('ViT-B-16-quickgelu', 'openai')
-    assert text_tower_for(timm.create_model('inti_vit_l14.laion2b', depth=1, inti_after=(1,))) == ('ViT-L-14', 'laion2b_s32b_b82k')
+    assert text_tower_for(timm.create_model('inti_vit_b16', depth=1, inti_after=(1,))) == (
+        'ViT-B-16-quickgelu', 'openai')
+    assert text_tower_for(timm.create_model('inti_vit_l14.laion2b', depth=1, inti_after=(1,))) == (
+        'ViT-L-14', 'laion2b_s32b_b82k')
     # ViT-B/32 is as wide as ViT-B/16: the tower follows the architecture, not the width
-    assert text_tower_for(timm.create_model('inti_vit_b32.laion2b', depth=1, inti_after=(1,))) == ('ViT-B-32', 'laion2b_s34b_b79k')
-    assert text_tower_for(timm.create_model('inti_vit_l14_336', depth=1, inti_after=(1,))) == ('ViT-L-14-336-quickgelu', 'openai')
+    assert text_tower_for(timm.create_model('inti_vit_b32.laion2b', depth=1, inti_after=(1,))) == (
+        'ViT-B-32', 'laion2b_s34b_b79k')
+    assert text_tower_for(timm.create_model('inti_vit_l14_336', depth=1, inti_after=(1,))) == (
+        'ViT-L-14-336-quickgelu', 'openai')
     published = set(open_clip.list_pretrained())
     towers = [w.text_tower for b in BACKBONES.values() for w in b.tags.values() if w.text_tower]
     assert len(towers) >= 10 and all(tower in published for tower in towers)
@@ -90,7 +94,8 @@ def test_text_towers_of_other_families_and_of_the_generic_path():
     assert text_tower_for(generic) == ('ViT-B-16-SigLIP', 'webli')  # found by its image weights' Hub id
     with pytest.raises(ValueError, match='no known text tower for DINOv2.*image-only'):
         text_tower_for(dinov2)
-    with pytest.raises(ValueError, match="no known text tower for vit_base_patch16_224.*'timm/vit_base_patch16_224.augreg_in1k'"):
+    with pytest.raises(ValueError,
+                       match="no known text tower for vit_base_patch16_224.*'timm/vit_base_patch16_224.augreg_in1k'"):
         text_tower_for(timm_inti.create_video_model('vit_base_patch16_224.augreg_in1k', **TINY_KWARGS))
     with pytest.raises(ValueError, match='image embedding head'):
         set_zero_shot_head(_with_head(torch.nn.Sequential()), CLASSES, None, None)

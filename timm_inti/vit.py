@@ -439,7 +439,8 @@ def _check_fits(state_dict: Dict[str, torch.Tensor], model: VideoVisionTransform
     for k, v in state_dict.items():
         if k not in expected or k in skip or v.shape == expected[k].shape:
             continue
-        if k == first_conv and v.ndim == 4 and v.shape[0] == expected[k].shape[0] and v.shape[2:] == expected[k].shape[2:]:
+        if (k == first_conv and v.ndim == 4 and v.shape[0] == expected[k].shape[0]
+                and v.shape[2:] == expected[k].shape[2:]):
             continue  # other input channels: adapted by timm's load_pretrained
         mismatched.append(f'{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}')
     if missing or unexpected or mismatched:
