@@ -31,7 +31,6 @@ are not comparable: run it on a quiet machine; the machine's load is printed wit
 import argparse
 import io
 import os
-import platform
 import statistics
 import sys
 import tarfile
@@ -49,7 +48,7 @@ from timm.data import resolve_input_data_config
 
 import timm_inti  # noqa: F401  (registers the models)
 from timm_inti.evaluate import view_probabilities
-from timm_inti.files import write_csv, write_text
+from timm_inti.files import describe_machine, write_csv, write_text
 from timm_inti.flops import formula_flops
 from timm_inti.video import VideoDataset, collate_videos, create_video_transform, probe, read_frames, sample_indices
 from timm_inti.video.prepare import DEFAULT_GOP, DEFAULT_SHORT_SIDE, Options, prepare_video
@@ -91,11 +90,8 @@ def parse_args(argv=None):
 
 
 def machine() -> str:
-    load = ', '.join(f'{x:.1f}' for x in os.getloadavg()) if hasattr(os, 'getloadavg') else '?'
-    gpu = f', {torch.cuda.get_device_name()}' if torch.cuda.is_available() else ''
-    return (f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores{gpu}, load average {load} '
-            f'(figures are comparable only on a quiet machine), torch {torch.__version__}, '
-            f'{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC')
+    return (f'{describe_machine("cuda" if torch.cuda.is_available() else "cpu")} (figures are comparable only on '
+            f'a quiet machine), torch {torch.__version__}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC')
 
 
 def rate(fn: Callable[[], int], reps: int) -> float:  # the model's speed

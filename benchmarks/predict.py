@@ -23,7 +23,6 @@ import contextlib
 import io
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -39,22 +38,10 @@ import torch
 import timm_inti  # noqa: F401  (registers the models)
 from timm_inti import predict
 from timm_inti.evaluate import view_probabilities
-from timm_inti.files import write_csv, write_text
+from timm_inti.files import describe_machine, write_csv, write_text
 from timm_inti.video.synthetic import write_video
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=2)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    if torch.cuda.is_available():
-        cpu += f'; {torch.cuda.get_device_name()}'
-    return f'{cpu}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads'
 
 
 def save_checkpoint(path: Path, model_name: str, model_args: dict, num_classes: int) -> Path:
@@ -217,7 +204,7 @@ def main(argv=None) -> int:
     setup = (f'{args.model}{f" {model_kwargs}" if model_kwargs else ""}, {args.num_frames} frames, 1 view, '
              f'{args.files} H.264 files of '
              f'{args.video_frames} frames at {args.size[0]}x{args.size[1]}, device {args.device}')
-    lines = [f'`{command}`', '', f'Machine: {machine()}.', f'Setup: {setup}.', '',
+    lines = [f'`{command}`', '', f'Machine: {describe_machine()}.', f'Setup: {setup}.', '',
              '| pipeline | clips/s | of the model alone | loop waiting for videos |', '|---|---:|---:|---:|']
     lines += [f'| {r["what"]} | {r["clips_per_s"]} | {r["ratio"]:.0%} | '
               f'{"" if r["waiting"] == "" else format(r["waiting"], ".0%")} |' for r in rows]

@@ -27,7 +27,6 @@ Models have random weights: speed and memory do not depend on them. No network n
 import argparse
 import gc
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -47,7 +46,7 @@ from timm.utils import ParseKwargs
 
 import timm_inti
 from timm_inti.baselines import apply_tome, subsample_frames, tome_r_for_flops
-from timm_inti.files import write_csv, write_text
+from timm_inti.files import describe_machine, write_csv, write_text
 from timm_inti.flops import count_flops, formula_flops
 
 COLUMNS = [
@@ -263,14 +262,8 @@ def quantiles(values: List[float]):
 
 def machine(device: str) -> str:
     if device == 'cuda':
-        return f'{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), bf16 autocast'
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    return f'{cpu}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads, float32'
+        return f'{describe_machine(device)}, bf16 autocast'
+    return f'{describe_machine(device)}, float32'
 
 
 def markdown(rows, header: str) -> str:

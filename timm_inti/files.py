@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Callable, Iterator, Union
 
-__all__ = ['atomic_path', 'write_atomic', 'write_csv', 'write_json', 'write_text', 'pyplot', 'write_png']
+__all__ = ['atomic_path', 'write_atomic', 'write_csv', 'write_json', 'write_text', 'pyplot', 'write_png',
+           'describe_machine']
 
 
 def _umask() -> int:
@@ -87,3 +88,26 @@ def write_png(path: Path, fig) -> None:
     write_atomic(path, lambda f: fig.savefig(f, format='png', dpi=120), binary=True)
     import matplotlib.pyplot as plt
     plt.close(fig)
+
+
+def describe_machine(device: str = 'cpu') -> str:
+    """The machine a result came from, for the line printed beside every figure.
+
+    The CPU model, logical CPUs, torch threads and the load average (figures measured while
+    other work ran are not comparable), and the GPU on ``device='cuda'``.
+    """
+    import platform
+
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    text = f'{cpu}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads'
+    if hasattr(os, 'getloadavg'):
+        text += ', load average ' + ' / '.join(f'{x:.1f}' for x in os.getloadavg())
+    if device == 'cuda' and torch.cuda.is_available():
+        text = f'{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}); {text}'
+    return text
