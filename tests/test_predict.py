@@ -156,3 +156,25 @@ def test_outputs_that_are_not_ours_are_never_replaced(videos, trained_checkpoint
                  '--feature-space', 'pre-logits']) == 2
     assert f'--features {other} exists and holds a 1-d array' in one_error_line(capsys)
     np.testing.assert_array_equal(np.load(other), np.zeros(3))
+
+
+def test_show_merges_draws_every_video_it_predicts(videos, trained_checkpoint, tmp_path, capsys):
+    good, _ = videos
+    out = tmp_path / 'merges'
+    assert main([str(p) for p in good] + ['--checkpoint', str(trained_checkpoint), '--show-merges', str(out),
+                                          '-j', '0']) == 0
+    for video in good:
+        pictures = sorted(p.name for p in (out / video.name).iterdir())
+        assert 'contact_sheet.png' in pictures and any(p.startswith('inti') for p in pictures), pictures
+        assert all((out / video.name / p).stat().st_size > 1000 for p in pictures)
+
+
+def test_show_merges_needs_an_inti_model(videos, tmp_path, capsys):
+    good, _ = videos
+    model_args = dict(TINY_KWARGS, num_classes=2, num_frames=4, inti_after=())
+    naive = tmp_path / 'naive.pth.tar'
+    torch.save(dict(arch='inti_vit_b16', model_args=model_args, label_names=['left', 'right'], epoch=0,
+                    state_dict=timm.create_model('inti_vit_b16', **model_args).state_dict()), naive)
+    assert main([str(good[0]), '--checkpoint', str(naive), '--show-merges', str(tmp_path / 'm')]) == 2
+    assert 'has no InTI layers' in capsys.readouterr().err
+    assert not (tmp_path / 'm').exists()

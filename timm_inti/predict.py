@@ -101,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
                             'model (no class names, or zero-shot), pre-logits for a fine-tuned classifier')
     group.add_argument('--shard-size', type=positive_int, default=1024, help='vectors per features shard while running')
     group.add_argument('--json', action='store_true', help='without --output: print JSON lines instead of text')
+    group.add_argument('--show-merges', default=None, metavar='DIR',
+                       help='pictures of what the InTI layers merge in the first view of every video: '
+                            'DIR/VIDEO_FILE_NAME/inti{k}_pair{j}.png and contact_sheet.png (timm_inti.visualize)')
     group = parser.add_argument_group('Running')
     group.add_argument('-b', '--batch-size', type=positive_int, default=8, help='videos per batch')
     group.add_argument('-j', '--workers', type=non_negative_int, default=min(4, os.cpu_count() or 1),
@@ -566,6 +569,8 @@ def run(args: argparse.Namespace) -> dict:
     prefix = f'rank {rank}: ' if args.distributed else ''
 
     model, label_names = build_model(args)
+    if args.show_merges and not getattr(model, 'inti', None):
+        raise UsageError(f'--show-merges: {args.checkpoint or args.model} has no InTI layers, so nothing is merged')
     if args.zero_shot_labels:
         from timm_inti.zero_shot import create_text_tower, set_zero_shot_head, text_tower_for
         label_names = _read_lines(args.zero_shot_labels, 'zero-shot labels')
@@ -657,6 +662,11 @@ def run(args: argparse.Namespace) -> dict:
                                                  for p, i in zip(values[j], indices[j])]
                     results.append((index, record, vectors[j] if space else None))
                 predicted += len(batch.clips)
+                if args.show_merges:
+                    from timm_inti.visualize import write_merges
+                    for j, index in enumerate(batch.labels.tolist()):
+                        write_merges(model, batch.clips[j, 0], Path(args.show_merges) / Path(mine[index]).name,
+                                     title=mine[index])
             for _, record, vector in sorted(results, key=lambda r: r[0]):
                 if output is not None:
                     output.write(record)
