@@ -6,8 +6,8 @@ argparse ends a usage error, and an exit status that says whose problem it is:
 * 2, a usage or configuration problem (a bad flag value, a model kwarg that does not fit):
   raise :class:`UsageError`, or let a ``ValueError`` from the model API through;
 * 1, a runtime problem (an unreadable file, a checkpoint that does not fit, a full disk):
-  raise :class:`CommandError`, or let ``OSError``, ``CheckpointError`` or
-  ``VideoDecodeError`` through;
+  raise :class:`CommandError`, or let ``OSError``, ``CheckpointError``,
+  ``VideoDecodeError`` or an ``ImportError`` of an optional dependency through;
 * 130, interrupted (Ctrl-C).
 
 A traceback is printed only with ``--debug`` or ``TIMM_INTI_DEBUG=1``, for bug reports.
@@ -50,8 +50,8 @@ def _exit_code(error: BaseException) -> Optional[int]:
     from .vit import CheckpointError  # the model API's error for a checkpoint that does not fit
     if isinstance(error, (UsageError, CommandError)):
         return error.exit_code
-    if isinstance(error, (CheckpointError, OSError, EOFError, UnicodeDecodeError)):
-        return 1
+    if isinstance(error, (CheckpointError, OSError, EOFError, UnicodeDecodeError, ImportError)):
+        return 1  # ImportError: an optional dependency is missing (PyAV, matplotlib, transformers for SigLIP 2)
     if type(error).__name__ == 'VideoDecodeError':  # without importing the video stack (PyAV)
         return 1
     if isinstance(error, ValueError):  # the model API and argument checks name the value and what fits
@@ -62,6 +62,8 @@ def _exit_code(error: BaseException) -> Optional[int]:
 def _message(error: BaseException) -> str:
     if isinstance(error, UnicodeDecodeError):
         return f'not a text file ({error.reason} at byte {error.start})'
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        return f'{error} (pip install {error.name.split(".")[0]})'
     text = str(error)
     if isinstance(error, OSError) and error.strerror:  # not "[Errno 28] ...: 'path'"
         text = error.strerror
