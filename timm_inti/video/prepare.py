@@ -107,6 +107,15 @@ def _output_name(relative: str) -> str:
     return str(Path(relative).with_suffix('.mp4').as_posix())
 
 
+def _indexed_job(src: Path, index: Dict[str, Path], video_id: str, label: str, split: str, listed_in: Path) -> Job:
+    """The job for a video an annotation file names by id (Kinetics, SSv2), found in ``index`` or reported missing."""
+    source = index.get(video_id)
+    if source is None:
+        return Job(None, f'{split}/{video_id}.mp4', label, split,
+                   f'{listed_in.name}: no video {video_id}.* under {src}')
+    return Job(str(source), _output_name(source.relative_to(src).as_posix()), label, split)
+
+
 def _folder_jobs(src: Path, dst: Path) -> List[Job]:
     jobs = []
     for path in _walk(src, exclude=dst):
@@ -158,12 +167,7 @@ def _kinetics_jobs(src: Path, csv_file: Path, index: Dict[str, Path]) -> List[Jo
             name = f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}"
         except (KeyError, ValueError):
             raise UsageError(f'{csv_file}: a Kinetics row needs youtube_id, time_start and time_end, got {row}')
-        source = index.get(name)
-        if source is None:
-            jobs.append(Job(None, f'{split}/{name}.mp4', label, split,
-                            f'{csv_file.name}: no video {name}.* under {src}'))
-        else:
-            jobs.append(Job(str(source), _output_name(source.relative_to(src).as_posix()), label, split))
+        jobs.append(_indexed_job(src, index, name, label, split, csv_file))
     return jobs
 
 
@@ -184,12 +188,7 @@ def _ssv2_jobs(src: Path, json_file: Path, classes: Dict[str, str], index: Dict[
         label = _ssv2_label(entry)
         if label not in classes:
             raise UsageError(f'{json_file}: video {entry["id"]}: label {label!r} is not in labels.json')
-        source = index.get(str(entry['id']))
-        if source is None:
-            jobs.append(Job(None, f'{split}/{entry["id"]}.mp4', label, split,
-                            f'{json_file.name}: no video {entry["id"]}.* under {src}'))
-        else:
-            jobs.append(Job(str(source), _output_name(source.relative_to(src).as_posix()), label, split))
+        jobs.append(_indexed_job(src, index, str(entry['id']), label, split, json_file))
     return jobs
 
 
