@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
-from timm.layers import LayerNorm, LayerType, Mlp, get_act_layer, get_norm_layer, trunc_normal_
+from timm.layers import LayerNorm, LayerType, Mlp, get_act_layer, get_norm_layer, lecun_normal_
 
 __all__ = ['InTI', 'merged_num_frames']
 
@@ -129,7 +129,11 @@ class InTI(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """timm-style init, with the last projection at zero so the layer starts as an exact average.
+        """Fan-in init of the weight network, with its last projection at zero, so the layer starts as an exact average.
+
+        As LoRA's and AIM's adapters: the layers before the zero projection keep unit-scale
+        features, so the projection's first updates move the weights (timm's std 0.02 made
+        them ~25x smaller, and the weights stayed at 0.50 through short fine-tuning runs).
 
         timm's ViT init functions call this after re-initialising the children, so the
         zero projection survives ``model.init_weights()`` in any mode.
@@ -137,7 +141,7 @@ class InTI(nn.Module):
         if self.mlp is None:
             return
         for m in (self.reduce, self.mlp.fc1):
-            trunc_normal_(m.weight, std=.02)
+            lecun_normal_(m.weight)
             nn.init.zeros_(m.bias)
         nn.init.zeros_(self.mlp.fc2.weight)
         nn.init.zeros_(self.mlp.fc2.bias)
