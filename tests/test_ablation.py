@@ -214,6 +214,9 @@ def test_quick_run_writes_tables_intervals_and_pictures(tmp_path, restore_thread
         assert float(r['top1_mean']) == pytest.approx(sum(per_seed) / 2, abs=1e-3)
         low, high = float(r['top1_ci_low']), float(r['top1_ci_high'])
         assert low <= float(r['top1_mean']) <= high
+        # the image backbone of each seed, tested on single frames, so a backbone that lost a colour shows
+        image_top1 = [float(v) for v in r['image_top1_per_seed'].split()]
+        assert len(image_top1) == 2 and all(0 <= v <= 100 for v in image_top1)
     for name in ('naive', 'inti'):
         assert 0 <= float(rows[name]['top1_mean']) <= 100
     # the paired difference is taken seed by seed
@@ -227,6 +230,7 @@ def test_quick_run_writes_tables_intervals_and_pictures(tmp_path, restore_thread
     table = (tmp_path / 'ablation.md').read_text()
     assert '| `inti` |' in table and '`inti - tome`' in table and 'python benchmarks/ablation.py --quick' in table
     assert '2 seeds (3-4)' in table
+    assert 'top-1 on single test frames, none or which colour, per seed: ' in table
     for name in ('ablation.png', 'ablation_merges_flash.png'):
         assert (tmp_path / name).read_bytes()[:4] == b'\x89PNG'
 
