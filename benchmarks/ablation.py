@@ -729,7 +729,8 @@ def markdown(task: Task, rows: List[Dict], study: StudyConfig, command: str, ima
         f'{study.test_clips} test clips per seed. Model: {MODEL} shrunken to '
         + ', '.join(f'{k}={v}' for k, v in task.backbone.items())
         + f', InTI after block {INTI_AFTER[0]}; image pre-training on {study.pretrain_clips} clips\' single frames '
-        f'({study.image.epochs} epochs, lr {study.image.lr}, {study.image.warmup_epochs} warm-up; its top-1 on single test frames, none or which colour, per seed: '
+        f'({study.image.epochs} epochs, lr {study.image.lr}, {study.image.warmup_epochs} warm-up; its top-1 on '
+        'single test frames, none or which colour, per seed: '
         + (', '.join(f'{v:.1f}%' for v in image_top1) or '-')
         + f'), then {video.epochs} epochs of AdamW (lr {video.lr}, batch {video.batch_size}, '
         f'cosine). {seeds} seeds ({first}-{first + seeds - 1}); intervals: 95% t-intervals over the seeds; paired '
