@@ -81,13 +81,14 @@ import os
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 import argparse
+import json
 import math
 import platform
 import shlex
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -107,7 +108,7 @@ from timm_inti.flops import count_flops
 from timm_inti.inti import InTI
 
 COLUMNS = [
-    'task', 'method', 'gflops', 'seeds', 'first_seed',
+    'task', 'method', 'gflops', 'seeds', 'first_seed', 'seed_list',
     'top1_mean', 'top1_std', 'top1_ci_low', 'top1_ci_high', 'top1_per_seed',
     'one_pair_mean', 'one_pair_ci_low', 'one_pair_ci_high', 'one_pair_per_seed',
     'flash_weight_mean', 'flash_weight_ci_low', 'flash_weight_ci_high', 'flash_weight_per_seed',
@@ -588,7 +589,8 @@ def t_interval(values: Sequence[float]) -> Tuple[float, float, float, float]:
 
 def summarise(task: str, method: str, gflops: float, seeds: Sequence[int], per_seed: Dict[str, List[float]]) -> Dict:
     """One CSV line: per-seed values, their means and 95% intervals."""
-    row = dict(task=task, method=method, gflops=gflops, seeds=len(seeds), first_seed=seeds[0])
+    row = dict(task=task, method=method, gflops=gflops, seeds=len(seeds), first_seed=seeds[0],
+               seed_list=' '.join(map(str, seeds)))
     for key, column in (('top1', 'top1'), ('one_pair', 'one_pair'), ('flash_weight', 'flash_weight')):
         mean, std, low, high = t_interval(per_seed[key])
         row.update({f'{column}_mean': mean, f'{column}_ci_low': low, f'{column}_ci_high': high,
@@ -610,8 +612,30 @@ class TaskRun:
         self.seeds: List[int] = []
         self.results: Dict[str, List[Dict[str, float]]] = {name: [] for name in methods}
         self.image_top1: List[float] = []
+        self.seconds_per_seed: List[float] = []
         self.kept: Dict[str, Tuple[nn.Module, ClipSet]] = {}
         self.seconds = 0.
+
+    @property
+    def settings(self) -> Dict:
+        """Everything that fixes a seed's results besides the seed: task, model shape and training."""
+        return dict(model=MODEL, inti_after=list(INTI_AFTER), data=asdict(self.task.data),
+                    backbone=self.task.backbone, study=asdict(self.study))
+
+    def records(self) -> List[Dict]:
+        """One JSON-able record per seed done: what ``restore`` takes back."""
+        return [dict(task=self.task.name, seed=seed, settings=self.settings, image_top1=self.image_top1[i],
+                     seconds=self.seconds_per_seed[i], results={name: self.results[name][i] for name in self.methods})
+                for i, seed in enumerate(self.seeds)]
+
+    def restore(self, record: Dict) -> None:
+        """Take back a seed of an earlier run of the same settings (see ``load_records``)."""
+        self.seeds.append(record['seed'])
+        self.image_top1.append(record['image_top1'])
+        self.seconds_per_seed.append(record['seconds'])
+        self.seconds += record['seconds']
+        for name in self.methods:
+            self.results[name].append(record['results'][name])
 
     def run_seed(self, seed: int, keep: Sequence[str] = ('inti',)) -> None:
         """Train and test every row on ``seed``; keep the first seed's trained ``keep`` models and test set."""
@@ -634,7 +658,8 @@ class TaskRun:
                   f"last-epoch loss {result['loss']:.3f}, {time.perf_counter() - row_start:.0f} s",
                   file=sys.stderr, flush=True)
         self.seeds.append(seed)
-        self.seconds += time.perf_counter() - start
+        self.seconds_per_seed.append(time.perf_counter() - start)
+        self.seconds += self.seconds_per_seed[-1]
 
     def rows(self) -> List[Dict]:
         """CSV lines: one per row, then one per paired difference, with the per-seed results under ``per_seed``."""
@@ -654,6 +679,41 @@ class TaskRun:
                 row['image_top1_per_seed'] = ' '.join(f'{v:.6g}' for v in self.image_top1)
                 rows.append(row)
         return rows
+
+
+SEEDS_FILE = 'ablation_seeds.jsonl'
+
+
+def load_records(path: Path, runs: Sequence[TaskRun]) -> Dict[str, List[Dict]]:
+    """The seeds an earlier run wrote to ``path`` (one JSON record per task and seed), per task of ``runs``.
+
+    Raises ValueError, naming the file, for a line that is not a record, a seed run with other settings (task,
+    model or training) or without one of the rows, and a seed written twice.
+    """
+    by_task: Dict[str, List[Dict]] = {run.task.name: [] for run in runs}
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            try:
+                record = json.loads(line)
+                name, seed = record['task'], record['seed']
+                record['results'], record['settings'], record['image_top1'], record['seconds']
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f'{path}, line {number}: not a seed record of this study ({e!r})') from None
+            run = next((r for r in runs if r.task.name == name), None)
+            if run is None:
+                raise ValueError(f'{path}, line {number}: unknown task {name!r}')
+            if record['settings'] != run.settings:
+                changed = sorted(k for k in run.settings if record['settings'].get(k) != run.settings[k])
+                raise ValueError(f'{path}: seed {seed} of task {name!r} was run with other settings '
+                                 f'({", ".join(changed)} differ); give another --out, or --overwrite')
+            missing = [m for m in run.methods if m not in record['results']]
+            if missing:
+                raise ValueError(f'{path}: seed {seed} of task {name!r} has no row {", ".join(missing)}; '
+                                 f'give the same --methods, another --out, or --overwrite')
+            if any(r['seed'] == seed for r in by_task[name]):
+                raise ValueError(f'{path}: seed {seed} of task {name!r} is there twice')
+            by_task[name].append(record)
+    return by_task
 
 
 def run_study(task: Task, methods: Sequence[str], seeds: Sequence[int], study: StudyConfig,
@@ -697,8 +757,9 @@ def markdown(task: Task, rows: List[Dict], study: StudyConfig, command: str, ima
     differences = [r for r in rows if r['kind'] == 'difference']
     naive = next((r['gflops'] for r in methods if r['method'] == 'naive'), None)
     cfg, video = task.data, study.video
-    seeds = methods[0]['seeds'] if methods else 0
-    first = methods[0]['first_seed'] if methods else 0
+    seed_list = [int(v) for v in methods[0]['seed_list'].split()] if methods else []
+    contiguous = seed_list == list(range(seed_list[0], seed_list[0] + len(seed_list))) if seed_list else False
+    seeds = f'{seed_list[0]}-{seed_list[-1]}' if contiguous else ', '.join(map(str, seed_list))
     lines = [
         f'### Task `{task.name}`: {task.description}', '',
         '| method | GFLOPs (vs naive) | top-1 (%) [95% CI] | per seed | top-1, both flashes in one pair (%) '
@@ -733,7 +794,7 @@ def markdown(task: Task, rows: List[Dict], study: StudyConfig, command: str, ima
         'single test frames, none or which colour, per seed: '
         + (', '.join(f'{v:.1f}%' for v in image_top1) or '-')
         + f'), then {video.epochs} epochs of AdamW (lr {video.lr}, batch {video.batch_size}, '
-        f'cosine). {seeds} seeds ({first}-{first + seeds - 1}); intervals: 95% t-intervals over the seeds; paired '
+        f'cosine). {len(seed_list)} seeds ({seeds}); intervals: 95% t-intervals over the seeds; paired '
         f'differences are taken seed by seed (same data, backbone and batch order). "Both flashes in one pair": the '
         f'test clips whose two flash frames make one merged pair (about 1 in 7). Weight on the flash frame: the first '
         f'InTI layer\'s weight for the flash frame at the flash\'s patches, on test flashes whose partner frame shows '
@@ -835,6 +896,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--quick', action='store_true', help='a tiny configuration that runs in seconds')
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2)')
     parser.add_argument('--out', type=Path, default=Path(__file__).parent / 'results', help='output folder')
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument('--resume', action='store_true',
+                       help=f'keep the seeds of the earlier run in --out ({SEEDS_FILE}, same settings) and run '
+                            f'only the others; seeds from other runs can be pooled by joining their {SEEDS_FILE} files')
+    again.add_argument('--overwrite', action='store_true', help='replace an earlier run in --out')
     args = parser.parse_args(argv)
     if args.seeds is None:
         args.seeds = 1 if args.quick else 5
@@ -852,25 +918,37 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def write_results(runs: List[TaskRun], seeds: Sequence[int], args: argparse.Namespace, command: str,
-                  elapsed: float) -> List[Path]:
-    """Write the CSV, the markdown and the plot for the seeds done so far (marked partial until all are)."""
+                  elapsed: float, tasks: Optional[Sequence[Task]] = None) -> List[Path]:
+    """Write the seeds, the CSV, the markdown and the plot for the seeds done so far; the tables of ``tasks`` (default:
+    every run's) are marked partial until all of ``seeds`` are done."""
+    tasks = [run.task for run in runs] if tasks is None else tasks
     tables = []
     for run in runs:
         text = markdown(run.task, run.rows(), run.study, command, run.image_top1)
-        text += f'\n\nWall time: {run.seconds / 60:.1f} min.'
-        if len(run.seeds) < len(seeds):
-            text = (f'**Partial: {len(run.seeds)} of {len(seeds)} seeds done ({", ".join(map(str, run.seeds))}); '
-                    f'the run goes on.**\n\n') + text
+        text += (f'\n\nWall time: {run.seconds / 60:.1f} min ('
+                 + ', '.join(f'seed {s}: {t / 60:.1f}' for s, t in zip(run.seeds, run.seconds_per_seed)) + ').')
+        missing = [s for s in seeds if s not in run.seeds] if run.task in tasks else []
+        if missing:
+            text = (f'**Partial: seeds {", ".join(map(str, missing))} not done yet; `--resume` runs them and keeps '
+                    f'the seeds done.**\n\n') + text
         tables.append(text)
     machine = platform.processor() or platform.machine()
+    # the seeds first: the tables can always be rebuilt from them
+    write_text(args.out / SEEDS_FILE, ''.join(json.dumps(r) + '\n' for run in runs for r in run.records()))
     write_csv(args.out / 'ablation.csv', [{k: r[k] for k in COLUMNS} for run in runs for r in run.rows()], COLUMNS)
     write_text(args.out / 'ablation.md', '\n\n'.join(tables) + (
-        f'\n\nTotal wall time: {elapsed / 60:.1f} min on {os.cpu_count()} logical CPUs ({machine}), {args.threads} '
-        f'torch threads, torch {torch.__version__}, timm {timm.__version__}.\n'))
-    wrote = [args.out / 'ablation.csv', args.out / 'ablation.md']
+        f'\n\nTotal wall time: {sum(run.seconds for run in runs) / 60:.1f} min (the seeds\' own times; this process: '
+        f'{elapsed / 60:.1f} min) on {os.cpu_count()} logical CPUs ({machine}), {args.threads} torch threads, '
+        f'torch {torch.__version__}, timm {timm.__version__}.\n'))
+    wrote = [args.out / SEEDS_FILE, args.out / 'ablation.csv', args.out / 'ablation.md']
     if plot({run.task.name: run.rows() for run in runs}, args.out / 'ablation.png'):
         wrote.append(args.out / 'ablation.png')
     return wrote
+
+
+def _error(message: str) -> int:
+    print(f'ablation.py: error: {message}', file=sys.stderr)
+    return 2
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -881,21 +959,53 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tasks = list(TASKS.values()) if args.task == 'both' else [TASKS[args.task]]
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
 
+    seeds_path = args.out / SEEDS_FILE
+    earlier = [p for p in (seeds_path, args.out / 'ablation.csv') if p.exists()]
+    if earlier and not (args.resume or args.overwrite):
+        return _error(f'{earlier[0]} holds an earlier run: --resume adds seeds to it (the seeds done are kept), '
+                      f'--overwrite starts over, or give another --out')
+    if args.resume and earlier and not seeds_path.exists():
+        return _error(f'{earlier[0]} has no {SEEDS_FILE} beside it to resume from (an older version of this '
+                      f'script wrote it): --overwrite starts over')
+    resume = args.resume and seeds_path.exists()
+    kept_only: List[Task] = []  # tasks the file holds and this run does not: their seeds stay in the tables
+    if resume:
+        try:
+            with open(seeds_path) as f:
+                names = {json.loads(line)['task'] for line in f if line.strip()}
+        except (ValueError, KeyError, TypeError) as e:
+            return _error(f'{seeds_path}: not a file of seed records of this study ({e!r})')
+        kept_only = [TASKS[name] for name in TASKS if name in names and TASKS[name] not in tasks]
+
     start = time.perf_counter()
     runs = []
-    for task in tasks:
+    for task in [t for t in TASKS.values() if t in tasks or t in kept_only]:
         study = task.quick if args.quick else task.study
         if args.epochs is not None:
             study = replace(study, video=replace(study.video, epochs=args.epochs))
         runs.append(TaskRun(task, args.methods or task.methods, study))
+    if resume:
+        try:
+            resumed = load_records(seeds_path, runs)
+        except ValueError as e:
+            return _error(str(e))
+        for run in runs:
+            for record in sorted(resumed[run.task.name], key=lambda r: r['seed']):
+                run.restore(record)
+            if run.seeds:
+                print(f'{run.task.name}: seeds {", ".join(map(str, run.seeds))} taken from {seeds_path}',
+                      file=sys.stderr, flush=True)
     # seed by seed, every task: the files on disk always hold whole seeds of every task
-    pictures = []
+    pictures: List[Path] = []
     for seed in seeds:
         for run in runs:
+            if seed in run.seeds or run.task in kept_only:
+                continue
+            first = not run.seeds
             run.run_seed(seed)
-            if len(run.seeds) == 1:
+            if first:
                 pictures += write_pictures(run.task, run.kept, args.out)
-        wrote = write_results(runs, seeds, args, command, time.perf_counter() - start)
+        wrote = write_results(runs, seeds, args, command, time.perf_counter() - start, tasks)
     print('\n\n'.join(markdown(run.task, run.rows(), run.study, command, run.image_top1) for run in runs))
     print(f"\nwrote {', '.join(str(w) for w in wrote + pictures)} in {time.perf_counter() - start:.0f} s",
           file=sys.stderr)

@@ -174,7 +174,8 @@ def test_inti_motion_row_swaps_in_a_partner_window():
 
 def test_bad_flags_are_argparse_errors(capsys):
     for argv in (['--seeds', '0'], ['--methods', 'magic'], ['--epochs', '0'], ['--threads', '0'],
-                 ['--methods', 'inti', 'inti'], ['--first-seed', '-1'], ['--task', 'spin']):
+                 ['--methods', 'inti', 'inti'], ['--first-seed', '-1'], ['--task', 'spin'],
+                 ['--resume', '--overwrite']):
         with pytest.raises(SystemExit):
             ablation.parse_args(argv)
     assert 'invalid choice' in capsys.readouterr().err
@@ -253,3 +254,65 @@ def test_quick_moving_task_runs_its_motion_row(restore_threads):
     assert [r['method'] for r in rows] == ['inti', 'inti_motion', 'inti_motion - inti']
     assert rows[1]['gflops'] > rows[0]['gflops']  # the window costs a little more
     assert set(kept) == {'inti'}
+
+
+def _quick(out, *argv):
+    return ablation.main(['--quick', '--task', 'flash', '--methods', 'naive', 'inti', '--threads', '1',
+                          '--out', str(out), *argv])
+
+
+def _per_seed(out):
+    with open(out / 'ablation.csv', newline='') as f:
+        return {r['method']: (r['seed_list'], r['top1_per_seed'], r['flash_weight_per_seed'], r['image_top1_per_seed'])
+                for r in csv.DictReader(f)}
+
+
+def test_resume_runs_only_the_missing_seeds_and_pools_runs(tmp_path, capsys, restore_threads):
+    """Seeds run in separate processes (or machines) and pooled give the tables of one run over all of them."""
+    assert _quick(tmp_path / 'one', '--seeds', '2') == 0
+    assert _quick(tmp_path / 'a', '--seeds', '1') == 0
+    assert 'Partial' not in (tmp_path / 'a' / 'ablation.md').read_text()
+    capsys.readouterr()
+    # --resume with a longer seed range: seed 0 is taken back, only seed 1 is trained
+    assert _quick(tmp_path / 'a', '--seeds', '2', '--resume') == 0
+    err = capsys.readouterr().err
+    assert 'flash: seeds 0 taken from' in err and 'seed 0: image pre-training' not in err and 'seed 1: image' in err
+    assert _per_seed(tmp_path / 'a') == _per_seed(tmp_path / 'one')
+    # pooling: seed 1 from another run, its seed file joined to seed 0's; nothing left to train
+    assert _quick(tmp_path / 'b', '--seeds', '1', '--first-seed', '1') == 0
+    pooled = tmp_path / 'pooled'
+    pooled.mkdir()
+    records = [(tmp_path / run / ablation.SEEDS_FILE).read_text() for run in ('b', 'one')]
+    (pooled / ablation.SEEDS_FILE).write_text(records[0] + records[1].splitlines(keepends=True)[0])
+    capsys.readouterr()
+    assert _quick(pooled, '--seeds', '2', '--resume') == 0
+    assert 'image pre-training' not in capsys.readouterr().err
+    assert _per_seed(pooled) == _per_seed(tmp_path / 'one')
+    assert '2 seeds (0-1)' in (pooled / 'ablation.md').read_text()
+
+
+def test_an_earlier_run_is_kept_unless_asked(tmp_path, capsys, restore_threads):
+    assert _quick(tmp_path, '--seeds', '1') == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    capsys.readouterr()
+    # the same command again: refused, nothing touched
+    assert _quick(tmp_path, '--seeds', '1') == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('ablation.py: error: ') and '--resume' in err[0]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    # other settings cannot be pooled with these seeds
+    assert _quick(tmp_path, '--seeds', '2', '--epochs', '2', '--resume') == 2
+    err = capsys.readouterr().err
+    assert 'seed 0 of task \'flash\' was run with other settings (study differ)' in err
+    # nor other rows
+    assert ablation.main(['--quick', '--task', 'flash', '--methods', 'tome', '--threads', '1', '--out', str(tmp_path),
+                          '--resume']) == 2
+    assert 'has no row tome' in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    # a torn or foreign file is named, not a traceback
+    (tmp_path / ablation.SEEDS_FILE).write_text('{"task": "flash", "seed": 0\n')
+    assert _quick(tmp_path, '--resume') == 2
+    assert ablation.SEEDS_FILE in capsys.readouterr().err
+    # --overwrite starts over
+    assert _quick(tmp_path, '--seeds', '1', '--overwrite') == 0
+    assert _per_seed(tmp_path)['inti'][0] == '0'
