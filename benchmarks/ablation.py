@@ -901,6 +901,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                        help=f'keep the seeds of the earlier run in --out ({SEEDS_FILE}, same settings) and run '
                             f'only the others; seeds from other runs can be pooled by joining their {SEEDS_FILE} files')
     again.add_argument('--overwrite', action='store_true', help='replace an earlier run in --out')
+    parser.add_argument('--tables-only', action='store_true',
+                        help=f'with --resume: rebuild the tables from {SEEDS_FILE} and train nothing (after joining '
+                             f'the files of several runs); seeds not there are reported as missing')
     args = parser.parse_args(argv)
     if args.seeds is None:
         args.seeds = 1 if args.quick else 5
@@ -912,6 +915,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error(f'--epochs must be at least 1, got {args.epochs}')
     if args.threads < 1:
         parser.error(f'--threads must be at least 1, got {args.threads}')
+    if args.tables_only and not args.resume:
+        parser.error('--tables-only rebuilds the tables of the seeds in --out: give --resume too')
     if args.methods is not None and len(set(args.methods)) != len(args.methods):
         parser.error(f'--methods lists a method twice: {args.methods}')
     return args
@@ -964,6 +969,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if earlier and not (args.resume or args.overwrite):
         return _error(f'{earlier[0]} holds an earlier run: --resume adds seeds to it (the seeds done are kept), '
                       f'--overwrite starts over, or give another --out')
+    if args.tables_only and not seeds_path.exists():
+        return _error(f'{seeds_path} does not exist: --tables-only has no seeds to rebuild the tables from')
     if args.resume and earlier and not seeds_path.exists():
         return _error(f'{earlier[0]} has no {SEEDS_FILE} beside it to resume from (an older version of this '
                       f'script wrote it): --overwrite starts over')
@@ -999,7 +1006,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pictures: List[Path] = []
     for seed in seeds:
         for run in runs:
-            if seed in run.seeds or run.task in kept_only:
+            if seed in run.seeds or run.task in kept_only or args.tables_only:
                 continue
             first = not run.seeds
             run.run_seed(seed)

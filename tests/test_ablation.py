@@ -175,7 +175,7 @@ def test_inti_motion_row_swaps_in_a_partner_window():
 def test_bad_flags_are_argparse_errors(capsys):
     for argv in (['--seeds', '0'], ['--methods', 'magic'], ['--epochs', '0'], ['--threads', '0'],
                  ['--methods', 'inti', 'inti'], ['--first-seed', '-1'], ['--task', 'spin'],
-                 ['--resume', '--overwrite']):
+                 ['--resume', '--overwrite'], ['--tables-only']):
         with pytest.raises(SystemExit):
             ablation.parse_args(argv)
     assert 'invalid choice' in capsys.readouterr().err
@@ -289,6 +289,13 @@ def test_resume_runs_only_the_missing_seeds_and_pools_runs(tmp_path, capsys, res
     assert 'image pre-training' not in capsys.readouterr().err
     assert _per_seed(pooled) == _per_seed(tmp_path / 'one')
     assert '2 seeds (0-1)' in (pooled / 'ablation.md').read_text()
+    # --tables-only trains nothing and names the seeds still missing
+    assert _quick(pooled, '--seeds', '3', '--resume', '--tables-only') == 0
+    assert 'image pre-training' not in capsys.readouterr().err
+    assert _per_seed(pooled) == _per_seed(tmp_path / 'one')
+    assert '**Partial: seeds 2 not done yet' in (pooled / 'ablation.md').read_text()
+    assert _quick(tmp_path / 'empty', '--resume', '--tables-only') == 2
+    assert 'no seeds to rebuild the tables from' in capsys.readouterr().err
 
 
 def test_an_earlier_run_is_kept_unless_asked(tmp_path, capsys, restore_threads):
