@@ -61,9 +61,13 @@ environment sets it: on a shared machine, OpenMP threads that spin while they wa
 descheduled partner made training 10x slower; the arithmetic does not change.
 
 The study runs seed by seed, both tasks per seed, and rewrites its files after every seed, so
-a run stopped early leaves whole seeds behind (the markdown says it is partial).
+a run stopped early leaves whole seeds behind (the markdown says it is partial). Every seed's
+results and the settings that fixed them go to ablation_seeds.jsonl: ``--resume`` keeps the
+seeds there and runs only the others, so seeds split over machines pool into one table (join
+the files, then ``--resume --tables-only``). An --out that holds a run is never overwritten
+without ``--resume`` or ``--overwrite``.
 
-Results go to ``--out`` (default benchmarks/results): ablation.csv (per task: one line per row
+Results go to ``--out`` (default benchmarks/results): ablation_seeds.jsonl, ablation.csv (per task: one line per row
 and one per paired difference, with the per-seed values), ablation.md, ablation.png, and
 ablation_merges_TASK.png (merge pictures of the first seed's trained ``inti`` model on a test
 clip whose flashes fall into two different pairs). No pictures without matplotlib. Progress
@@ -72,6 +76,7 @@ goes to stderr, the tables to stdout.
     python benchmarks/ablation.py                            # the full study: both tasks, 5 seeds
     python benchmarks/ablation.py --quick --out /tmp/abl     # a tiny run in seconds, to check that it works
     python benchmarks/ablation.py --task moving --first-seed 5 --seeds 5 --out /tmp/fresh
+    python benchmarks/ablation.py --resume                   # continue a stopped study (seeds done are kept)
 """
 # ruff: noqa: E402  (OpenMP reads its settings when torch loads it)
 import os
