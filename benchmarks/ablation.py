@@ -764,7 +764,8 @@ def markdown(task: Task, rows: List[Dict], study: StudyConfig, command: str, ima
     cfg, video = task.data, study.video
     seed_list = [int(v) for v in methods[0]['seed_list'].split()] if methods else []
     contiguous = seed_list == list(range(seed_list[0], seed_list[0] + len(seed_list))) if seed_list else False
-    seeds = f'{seed_list[0]}-{seed_list[-1]}' if contiguous else ', '.join(map(str, seed_list))
+    seeds = f'{seed_list[0]}-{seed_list[-1]}' if contiguous and len(seed_list) > 1 else ', '.join(map(str, seed_list))
+    seeds = f"{len(seed_list)} seed{'s' if len(seed_list) != 1 else ''} ({seeds})"
     lines = [
         f'### Task `{task.name}`: {task.description}', '',
         '| method | GFLOPs (vs naive) | top-1 (%) [95% CI] | per seed | top-1, both flashes in one pair (%) '
@@ -799,7 +800,7 @@ def markdown(task: Task, rows: List[Dict], study: StudyConfig, command: str, ima
         'single test frames, none or which colour, per seed: '
         + (', '.join(f'{v:.1f}%' for v in image_top1) or '-')
         + f'), then {video.epochs} epochs of AdamW (lr {video.lr}, batch {video.batch_size}, '
-        f'cosine). {len(seed_list)} seeds ({seeds}); intervals: 95% t-intervals over the seeds; paired '
+        f'cosine). {seeds}; intervals: 95% t-intervals over the seeds; paired '
         f'differences are taken seed by seed (same data, backbone and batch order). "Both flashes in one pair": the '
         f'test clips whose two flash frames make one merged pair (about 1 in 7). Weight on the flash frame: the first '
         f'InTI layer\'s weight for the flash frame at the flash\'s patches, on test flashes whose partner frame shows '
