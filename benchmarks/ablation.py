@@ -543,9 +543,7 @@ def pretrain_backbone(task: Task, seed: int, num_clips: int, train_cfg: TrainCon
     model = timm.create_model(MODEL, **model_kwargs(METHODS['naive'], task, num_classes=1 + task.data.colours))
     fit(model, frames, labels, train_cfg, seed)
     frames, labels = frame_set(test_set, seed)
-    model.eval()
-    with torch.no_grad():
-        predicted = torch.cat([model(frames[i:i + 256]).argmax(dim=1) for i in range(0, len(frames), 256)])
+    predicted = predict(model, METHODS['naive'], frames).argmax(dim=1)
     return model.state_dict(), 100 * (predicted == labels).float().mean().item()
 
 
@@ -619,7 +617,10 @@ class TaskRun:
         self.image_top1: List[float] = []
         self.seconds_per_seed: List[float] = []
         self.kept: Dict[str, Tuple[nn.Module, ClipSet]] = {}
-        self.seconds = 0.
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.seconds_per_seed)
 
     @property
     def settings(self) -> Dict:
@@ -634,11 +635,10 @@ class TaskRun:
                 for i, seed in enumerate(self.seeds)]
 
     def restore(self, record: Dict) -> None:
-        """Take back a seed of an earlier run of the same settings (see ``load_records``)."""
+        """Take back a seed of an earlier run of the same settings (see ``check_records``)."""
         self.seeds.append(record['seed'])
         self.image_top1.append(record['image_top1'])
         self.seconds_per_seed.append(record['seconds'])
-        self.seconds += record['seconds']
         for name in self.methods:
             self.results[name].append(record['results'][name])
 
@@ -664,24 +664,23 @@ class TaskRun:
                   file=sys.stderr, flush=True)
         self.seeds.append(seed)
         self.seconds_per_seed.append(time.perf_counter() - start)
-        self.seconds += self.seconds_per_seed[-1]
 
     def rows(self) -> List[Dict]:
         """CSV lines: one per row, then one per paired difference, with the per-seed results under ``per_seed``."""
         keys = ('top1', 'one_pair', 'flash_weight')
+        image_top1 = ' '.join(f'{v:.6g}' for v in self.image_top1)
         rows = []
         for name in self.methods:
             per_seed = {key: [r[key] for r in self.results[name]] for key in keys}
             row = summarise(self.task.name, name, self.gflops[name], self.seeds, per_seed)
-            row.update(per_seed=self.results[name], tome_r=self.tome_r if METHODS[name].tome else None, kind='row')
-            row['image_top1_per_seed'] = ' '.join(f'{v:.6g}' for v in self.image_top1)
+            row.update(per_seed=self.results[name], tome_r=self.tome_r if METHODS[name].tome else None, kind='row',
+                       image_top1_per_seed=image_top1)
             rows.append(row)
         for a, b in COMPARISONS:
             if a in self.results and b in self.results:
                 per_seed = {key: [x[key] - y[key] for x, y in zip(self.results[a], self.results[b])] for key in keys}
                 row = summarise(self.task.name, f'{a} - {b}', self.gflops[a] - self.gflops[b], self.seeds, per_seed)
-                row.update(per_seed=per_seed, tome_r=None, kind='difference')
-                row['image_top1_per_seed'] = ' '.join(f'{v:.6g}' for v in self.image_top1)
+                row.update(per_seed=per_seed, tome_r=None, kind='difference', image_top1_per_seed=image_top1)
                 rows.append(row)
         return rows
 
@@ -689,35 +688,49 @@ class TaskRun:
 SEEDS_FILE = 'ablation_seeds.jsonl'
 
 
-def load_records(path: Path, runs: Sequence[TaskRun]) -> Dict[str, List[Dict]]:
-    """The seeds an earlier run wrote to ``path`` (one JSON record per task and seed), per task of ``runs``.
+def read_records(path: Path) -> List[Dict]:
+    """The seeds an earlier run wrote to ``path``, one JSON record per task and seed (blank lines skipped).
 
-    Raises ValueError, naming the file, for a line that is not a record, a seed run with other settings (task,
-    model or training) or without one of the rows, and a seed written twice.
+    Raises ValueError, naming the file and line, for a line that is not a record of a known task.
     """
-    by_task: Dict[str, List[Dict]] = {run.task.name: [] for run in runs}
+    records = []
     with open(path) as f:
         for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
             try:
                 record = json.loads(line)
-                name, seed = record['task'], record['seed']
-                record['results'], record['settings'], record['image_top1'], record['seconds']
+                record['task'], record['seed'], record['results'], record['settings'], record['image_top1'], \
+                    record['seconds']
             except (ValueError, KeyError, TypeError) as e:
                 raise ValueError(f'{path}, line {number}: not a seed record of this study ({e!r})') from None
-            run = next((r for r in runs if r.task.name == name), None)
-            if run is None:
-                raise ValueError(f'{path}, line {number}: unknown task {name!r}')
-            if record['settings'] != run.settings:
-                changed = sorted(k for k in run.settings if record['settings'].get(k) != run.settings[k])
-                raise ValueError(f'{path}: seed {seed} of task {name!r} was run with other settings '
-                                 f'({", ".join(changed)} differ); give another --out, or --overwrite')
-            missing = [m for m in run.methods if m not in record['results']]
-            if missing:
-                raise ValueError(f'{path}: seed {seed} of task {name!r} has no row {", ".join(missing)}; '
-                                 f'give the same --methods, another --out, or --overwrite')
-            if any(r['seed'] == seed for r in by_task[name]):
-                raise ValueError(f'{path}: seed {seed} of task {name!r} is there twice')
-            by_task[name].append(record)
+            if record['task'] not in TASKS:
+                raise ValueError(f'{path}, line {number}: unknown task {record["task"]!r}')
+            records.append(record)
+    return records
+
+
+def check_records(records: Sequence[Dict], runs: Sequence[TaskRun], path: Path) -> Dict[str, List[Dict]]:
+    """``records`` (from ``read_records(path)``) per task of ``runs``.
+
+    Raises ValueError, naming the file, for a seed run with other settings (task, model or training) or without
+    one of the rows, and a seed written twice.
+    """
+    by_task: Dict[str, List[Dict]] = {run.task.name: [] for run in runs}
+    for record in records:
+        name, seed = record['task'], record['seed']
+        run = next(r for r in runs if r.task.name == name)
+        if record['settings'] != run.settings:
+            changed = sorted(k for k in run.settings if record['settings'].get(k) != run.settings[k])
+            raise ValueError(f'{path}: seed {seed} of task {name!r} was run with other settings '
+                             f'({", ".join(changed)} differ); give another --out, or --overwrite')
+        missing = [m for m in run.methods if m not in record['results']]
+        if missing:
+            raise ValueError(f'{path}: seed {seed} of task {name!r} has no row {", ".join(missing)}; '
+                             f'give the same --methods, another --out, or --overwrite')
+        if any(r['seed'] == seed for r in by_task[name]):
+            raise ValueError(f'{path}: seed {seed} of task {name!r} is there twice')
+        by_task[name].append(record)
     return by_task
 
 
@@ -981,14 +994,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _error(f'{earlier[0]} has no {SEEDS_FILE} beside it to resume from (an older version of this '
                       f'script wrote it): --overwrite starts over')
     resume = args.resume and seeds_path.exists()
-    kept_only: List[Task] = []  # tasks the file holds and this run does not: their seeds stay in the tables
+    records: List[Dict] = []
     if resume:
         try:
-            with open(seeds_path) as f:
-                names = {json.loads(line)['task'] for line in f if line.strip()}
-        except (ValueError, KeyError, TypeError) as e:
-            return _error(f'{seeds_path}: not a file of seed records of this study ({e!r})')
-        kept_only = [TASKS[name] for name in TASKS if name in names and TASKS[name] not in tasks]
+            records = read_records(seeds_path)
+        except ValueError as e:
+            return _error(str(e))
+    # tasks the file holds and this run does not: their seeds stay in the tables
+    names = {r['task'] for r in records}
+    kept_only = [TASKS[name] for name in TASKS if name in names and TASKS[name] not in tasks]
 
     start = time.perf_counter()
     runs = []
@@ -999,7 +1013,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         runs.append(TaskRun(task, args.methods or task.methods, study))
     if resume:
         try:
-            resumed = load_records(seeds_path, runs)
+            resumed = check_records(records, runs, seeds_path)
         except ValueError as e:
             return _error(str(e))
         for run in runs:
