@@ -64,8 +64,11 @@ The study runs seed by seed, both tasks per seed, and rewrites its files after e
 a run stopped early leaves whole seeds behind (the markdown says it is partial). Every seed's
 results and the settings that fixed them go to ablation_seeds.jsonl: ``--resume`` keeps the
 seeds there and runs only the others, so seeds split over machines pool into one table (join
-the files, then ``--resume --tables-only``). An --out that holds a run is never overwritten
-without ``--resume`` or ``--overwrite``.
+the files, then ``--resume --tables-only``). ``--jobs N`` trains N seeds at once, each in its own
+process of ``--threads`` threads, and adds them to the tables in seed order as they finish: the
+tiny models use a second thread poorly, so two one-thread jobs get more out of 2 cores than one
+two-thread job. An --out that holds a run is never overwritten without ``--resume`` or
+``--overwrite``.
 
 Results go to ``--out`` (default benchmarks/results): ablation_seeds.jsonl, ablation.csv (per task: one line per row
 and one per paired difference, with the per-seed values), ablation.md, ablation.png, and
@@ -77,6 +80,7 @@ goes to stderr, the tables to stdout.
     python benchmarks/ablation.py --quick --out /tmp/abl     # a tiny run in seconds, to check that it works
     python benchmarks/ablation.py --task moving --first-seed 5 --seeds 5 --out /tmp/fresh
     python benchmarks/ablation.py --resume                   # continue a stopped study (seeds done are kept)
+    python benchmarks/ablation.py --jobs 2 --threads 1       # two seeds at a time, one thread each
 """
 # ruff: noqa: E402  (OpenMP reads its settings when torch loads it)
 import os
@@ -88,11 +92,13 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 import argparse
 import json
 import math
+import multiprocessing
 import platform
 import shlex
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -606,10 +612,10 @@ def summarise(task: str, method: str, gflops: float, seeds: Sequence[int], per_s
 class TaskRun:
     """One task's study in progress: its rows, their GFLOPs, and the results of the seeds run so far."""
 
-    def __init__(self, task: Task, methods: Sequence[str], study: StudyConfig):
+    def __init__(self, task: Task, methods: Sequence[str], study: StudyConfig, quiet: bool = False):
         self.task, self.methods, self.study = task, list(methods), study
         self.tome_r = find_tome_r(task) if 'tome' in methods else None
-        if self.tome_r is not None:
+        if self.tome_r is not None and not quiet:
             print(f'{task.name}: ToMe merge rate for the inti GFLOPs: r={self.tome_r}', file=sys.stderr, flush=True)
         self.gflops = {name: gflops_of(METHODS[name], task, self.tome_r) for name in methods}
         self.seeds: List[int] = []
@@ -635,35 +641,40 @@ class TaskRun:
                 for i, seed in enumerate(self.seeds)]
 
     def restore(self, record: Dict) -> None:
-        """Take back a seed of an earlier run of the same settings (see ``check_records``)."""
-        self.seeds.append(record['seed'])
-        self.image_top1.append(record['image_top1'])
-        self.seconds_per_seed.append(record['seconds'])
+        """Take back a seed run elsewhere with the same settings (an earlier run, see ``check_records``, or a worker
+        process), in its place in seed order."""
+        at = sum(seed < record['seed'] for seed in self.seeds)
+        self.seeds.insert(at, record['seed'])
+        self.image_top1.insert(at, record['image_top1'])
+        self.seconds_per_seed.insert(at, record['seconds'])
         for name in self.methods:
-            self.results[name].append(record['results'][name])
+            self.results[name].insert(at, record['results'][name])
 
-    def run_seed(self, seed: int, keep: Sequence[str] = ('inti',)) -> None:
-        """Train and test every row on ``seed``; keep the first seed's trained ``keep`` models and test set."""
+    def run_seed(self, seed: int, keep: Sequence[str] = ('inti',)) -> Dict:
+        """Train and test every row on ``seed`` and add the results in seed order; keep the trained ``keep`` models
+        and the test set of the run's first seed. Returns the seed's record (see ``records``)."""
         task, study, start = self.task, self.study, time.perf_counter()
         train_set = make_clips(study.train_clips, 1000 + seed, task.data)
         test_set = make_clips(study.test_clips, 2000 + seed, task.data)
         backbone, image_top1 = pretrain_backbone(task, seed, study.pretrain_clips, study.image, test_set)
-        self.image_top1.append(image_top1)
         init = video_init(backbone, task, seed)
         print(f'{task.name} seed {seed}: image pre-training and data, {time.perf_counter() - start:.0f} s; the image '
               f'model\'s top-1 on single test frames {image_top1:.1f}%', file=sys.stderr, flush=True)
+        results = {}
         for name in self.methods:
             row_start = time.perf_counter()
             result, model = run_row(METHODS[name], seed, init, train_set, test_set, task, study.video, self.tome_r)
-            self.results[name].append(result)
+            results[name] = result
             if not self.seeds and name in keep:
                 self.kept[name] = (model, test_set)
             print(f"[{task.name}] seed {seed} {name}: top-1 {result['top1']:.1f}% "
                   f"(flashes in one pair: {result['one_pair']:.1f}%), flash-frame weight {result['flash_weight']:.3f}, "
                   f"last-epoch loss {result['loss']:.3f}, {time.perf_counter() - row_start:.0f} s",
                   file=sys.stderr, flush=True)
-        self.seeds.append(seed)
-        self.seconds_per_seed.append(time.perf_counter() - start)
+        record = dict(task=task.name, seed=seed, settings=self.settings, image_top1=image_top1,
+                      seconds=time.perf_counter() - start, results=results)
+        self.restore(record)
+        return record
 
     def rows(self) -> List[Dict]:
         """CSV lines: one per row, then one per paired difference, with the per-seed results under ``per_seed``."""
@@ -732,6 +743,19 @@ def check_records(records: Sequence[Dict], runs: Sequence[TaskRun], path: Path) 
             raise ValueError(f'{path}: seed {seed} of task {name!r} is there twice')
         by_task[name].append(record)
     return by_task
+
+
+def _seed_job(specs: Sequence[Tuple[str, Sequence[str], StudyConfig, bool]], seed: int,
+              threads: int) -> List[Tuple[Dict, Dict[str, Tuple[nn.Module, ClipSet]]]]:
+    """One seed of every task in ``specs`` (task, rows, study, whether to keep its ``inti`` model for the pictures), in
+    a worker process of ``--jobs``: per task, the seed's record and the models kept."""
+    torch.set_num_threads(threads)
+    done = []
+    for name, methods, study, keep in specs:
+        run = TaskRun(TASKS[name], methods, study, quiet=True)
+        record = run.run_seed(seed, keep=('inti',) if keep else ())
+        done.append((record, run.kept))
+    return done
 
 
 def run_study(task: Task, methods: Sequence[str], seeds: Sequence[int], study: StudyConfig,
@@ -913,7 +937,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--first-seed', type=int, default=0, help='first seed (default 0): seeds S .. S+N-1')
     parser.add_argument('--epochs', type=int, help='video training epochs for every task (default: the task\'s)')
     parser.add_argument('--quick', action='store_true', help='a tiny configuration that runs in seconds')
-    parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2)')
+    parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2; per job with --jobs)')
+    parser.add_argument('--jobs', type=int, default=1,
+                        help='seeds trained at once, each in its own process with --threads threads (default 1). '
+                             'The tiny models use threads poorly: on 2 cores, --jobs 2 --threads 1 trains more seeds '
+                             'an hour than one job with 2 threads (see the README)')
     parser.add_argument('--out', type=Path, default=Path(__file__).parent / 'results', help='output folder')
     again = parser.add_mutually_exclusive_group()
     again.add_argument('--resume', action='store_true',
@@ -934,6 +962,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error(f'--epochs must be at least 1, got {args.epochs}')
     if args.threads < 1:
         parser.error(f'--threads must be at least 1, got {args.threads}')
+    if args.jobs < 1:
+        parser.error(f'--jobs must be at least 1, got {args.jobs}')
     if args.tables_only and not args.resume:
         parser.error('--tables-only rebuilds the tables of the seeds in --out: give --resume too')
     if args.methods is not None and len(set(args.methods)) != len(args.methods):
@@ -962,7 +992,9 @@ def write_results(runs: List[TaskRun], seeds: Sequence[int], args: argparse.Name
     write_csv(args.out / 'ablation.csv', [{k: r[k] for k in COLUMNS} for run in runs for r in run.rows()], COLUMNS)
     write_text(args.out / 'ablation.md', '\n\n'.join(tables) + (
         f'\n\nTotal wall time: {sum(run.seconds for run in runs) / 60:.1f} min (the seeds\' own times; this process: '
-        f'{elapsed / 60:.1f} min) on {os.cpu_count()} logical CPUs ({machine}), {args.threads} torch threads, '
+        f'{elapsed / 60:.1f} min) on {os.cpu_count()} logical CPUs ({machine}), '
+        f'{args.jobs} job{"s" if args.jobs > 1 else ""} of {args.threads} torch '
+        f'thread{"s" if args.threads > 1 else ""}, '
         f'torch {torch.__version__}, timm {timm.__version__}.\n'))
     wrote = [args.out / SEEDS_FILE, args.out / 'ablation.csv', args.out / 'ablation.md']
     if plot({run.task.name: run.rows() for run in runs}, args.out / 'ablation.png'):
@@ -1023,15 +1055,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f'{run.task.name}: seeds {", ".join(map(str, run.seeds))} taken from {seeds_path}',
                       file=sys.stderr, flush=True)
     # seed by seed, every task: the files on disk always hold whole seeds of every task
+    active = [run for run in runs if run.task not in kept_only]
+    todo = [] if args.tables_only else [s for s in seeds if any(s not in run.seeds for run in active)]
+    wrote: List[Path] = []
     pictures: List[Path] = []
-    for seed in seeds:
-        for run in runs:
-            if seed in run.seeds or run.task in kept_only or args.tables_only:
-                continue
-            first = not run.seeds
-            run.run_seed(seed)
-            if first:
-                pictures += write_pictures(run.task, run.kept, args.out)
+    if args.jobs == 1:
+        for seed in todo:
+            for run in active:
+                if seed in run.seeds:
+                    continue
+                first = not run.seeds
+                run.run_seed(seed)
+                if first:
+                    pictures += write_pictures(run.task, run.kept, args.out)
+            wrote = write_results(runs, seeds, args, command, time.perf_counter() - start, tasks)
+    elif todo:
+        # each seed in a worker process; the pictures come from the first seed of a task that has none yet
+        pictured = {run.task.name: bool(run.seeds) for run in active}
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context('spawn')) as pool:
+            jobs = [pool.submit(_seed_job, [(run.task.name, run.methods, run.study,
+                                             seed == todo[0] and not pictured[run.task.name])
+                                            for run in active if seed not in run.seeds], seed, args.threads)
+                    for seed in todo]
+            for job in as_completed(jobs):
+                for record, kept in job.result():
+                    run = next(r for r in active if r.task.name == record['task'])
+                    run.restore(record)
+                    if kept:
+                        run.kept = kept
+                        pictures += write_pictures(run.task, kept, args.out)
+                wrote = write_results(runs, seeds, args, command, time.perf_counter() - start, tasks)
+    if not wrote:
         wrote = write_results(runs, seeds, args, command, time.perf_counter() - start, tasks)
     print('\n\n'.join(markdown(run.task, run.rows(), run.study, command, run.image_top1) for run in runs))
     print(f"\nwrote {', '.join(str(w) for w in wrote + pictures)} in {time.perf_counter() - start:.0f} s",

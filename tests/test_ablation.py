@@ -1,5 +1,6 @@
 """benchmarks/ablation.py: the flash-order tasks, the flash-frame weight, the statistics, and --quick runs."""
 import csv
+import json
 import math
 
 import pytest
@@ -323,3 +324,22 @@ def test_an_earlier_run_is_kept_unless_asked(tmp_path, capsys, restore_threads):
     # --overwrite starts over
     assert _quick(tmp_path, '--seeds', '1', '--overwrite') == 0
     assert _per_seed(tmp_path)['inti'][0] == '0'
+
+
+def test_jobs_and_seeds_out_of_order_give_the_tables_of_one_run(tmp_path, capsys, restore_threads):
+    """Seeds trained in worker processes (--jobs), or a seed run before the seeds after it, land in seed order."""
+    assert _quick(tmp_path / 'one', '--seeds', '2') == 0
+    assert _quick(tmp_path / 'jobs', '--seeds', '2', '--jobs', '2') == 0
+    assert _per_seed(tmp_path / 'jobs') == _per_seed(tmp_path / 'one')
+    assert (tmp_path / 'jobs' / ablation.SEEDS_FILE).read_text().count('\n') == 2
+    text = (tmp_path / 'jobs' / 'ablation.md').read_text()
+    assert '2 seeds (0-1)' in text and '2 jobs of 1 torch thread' in text and 'Partial' not in text
+    if ablation.pyplot() is not None:
+        assert (tmp_path / 'jobs' / 'ablation_merges_flash.png').stat().st_size > 0
+    # seed 1 first, then --resume runs seed 0 before it
+    assert _quick(tmp_path / 'late', '--seeds', '1', '--first-seed', '1') == 0
+    assert _quick(tmp_path / 'late', '--seeds', '2', '--resume') == 0
+    assert _per_seed(tmp_path / 'late') == _per_seed(tmp_path / 'one')
+    assert '2 seeds (0-1)' in (tmp_path / 'late' / 'ablation.md').read_text()
+    seeds = [json.loads(line)['seed'] for line in (tmp_path / 'late' / ablation.SEEDS_FILE).read_text().splitlines()]
+    assert seeds == [0, 1]
