@@ -60,15 +60,15 @@ resolve. A seed fixes everything: data, initial weights and batch order; torch r
 environment sets it: on a shared machine, OpenMP threads that spin while they wait for a
 descheduled partner made training 10x slower; the arithmetic does not change.
 
-The study runs seed by seed, both tasks per seed, and rewrites its files after every seed, so
-a run stopped early leaves whole seeds behind (the markdown says it is partial). Every seed's
+The study runs seed by seed, both tasks per seed, and rewrites its files after every seed of a
+task, so a run stopped early leaves whole seeds behind (the markdown says it is partial). Every seed's
 results and the settings that fixed them go to ablation_seeds.jsonl: ``--resume`` keeps the
 seeds there and runs only the others, so seeds split over machines pool into one table (join
-the files, then ``--resume --tables-only``). ``--jobs N`` trains N seeds at once, each in its own
-process of ``--threads`` threads, and adds them to the tables in seed order as they finish: the
-tiny models use a second thread poorly, so two one-thread jobs get more out of 2 cores than one
-two-thread job. An --out that holds a run is never overwritten without ``--resume`` or
-``--overwrite``.
+the files, then ``--resume --tables-only``). ``--jobs N`` trains N tasks or seeds at once, each in
+its own process of ``--threads`` threads, and adds them to the tables in seed order as they
+finish (the tables say which seeds are still missing): the tiny models use a second thread
+poorly, so two one-thread jobs get more out of 2 cores than one two-thread job. An --out that
+holds a run is never overwritten without ``--resume`` or ``--overwrite``.
 
 Results go to ``--out`` (default benchmarks/results): ablation_seeds.jsonl, ablation.csv (per task: one line per row
 and one per paired difference, with the per-seed values), ablation.md, ablation.png, and
@@ -745,17 +745,12 @@ def check_records(records: Sequence[Dict], runs: Sequence[TaskRun], path: Path) 
     return by_task
 
 
-def _seed_job(specs: Sequence[Tuple[str, Sequence[str], StudyConfig, bool]], seed: int,
-              threads: int) -> List[Tuple[Dict, Dict[str, Tuple[nn.Module, ClipSet]]]]:
-    """One seed of every task in ``specs`` (task, rows, study, whether to keep its ``inti`` model for the pictures), in
-    a worker process of ``--jobs``: per task, the seed's record and the models kept."""
+def _seed_job(task: str, methods: Sequence[str], study: StudyConfig, seed: int, threads: int,
+              keep: Sequence[str]) -> Tuple[Dict, Dict[str, Tuple[nn.Module, ClipSet]]]:
+    """One seed of one task in a worker process of ``--jobs``: the seed's record, and the ``keep`` models trained."""
     torch.set_num_threads(threads)
-    done = []
-    for name, methods, study, keep in specs:
-        run = TaskRun(TASKS[name], methods, study, quiet=True)
-        record = run.run_seed(seed, keep=('inti',) if keep else ())
-        done.append((record, run.kept))
-    return done
+    run = TaskRun(TASKS[task], methods, study, quiet=True)
+    return run.run_seed(seed, keep), run.kept
 
 
 def run_study(task: Task, methods: Sequence[str], seeds: Sequence[int], study: StudyConfig,
@@ -1070,20 +1065,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     pictures += write_pictures(run.task, run.kept, args.out)
             wrote = write_results(runs, seeds, args, command, time.perf_counter() - start, tasks)
     elif todo:
-        # each seed in a worker process; the pictures come from the first seed of a task that has none yet
+        # every task of every seed in a worker process, so that the jobs stay busy to the end; the pictures come from
+        # the first seed of a task that has none yet
         pictured = {run.task.name: bool(run.seeds) for run in active}
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context('spawn')) as pool:
-            jobs = [pool.submit(_seed_job, [(run.task.name, run.methods, run.study,
-                                             seed == todo[0] and not pictured[run.task.name])
-                                            for run in active if seed not in run.seeds], seed, args.threads)
-                    for seed in todo]
+            jobs = [pool.submit(_seed_job, run.task.name, run.methods, run.study, seed, args.threads,
+                                () if pictured[run.task.name] or seed != todo[0] else ('inti',))
+                    for seed in todo for run in active if seed not in run.seeds]
             for job in as_completed(jobs):
-                for record, kept in job.result():
-                    run = next(r for r in active if r.task.name == record['task'])
-                    run.restore(record)
-                    if kept:
-                        run.kept = kept
-                        pictures += write_pictures(run.task, kept, args.out)
+                if job.exception() is not None:
+                    for waiting in jobs:
+                        waiting.cancel()
+                record, kept = job.result()
+                run = next(r for r in active if r.task.name == record['task'])
+                run.restore(record)
+                if kept:
+                    run.kept = kept
+                    pictures += write_pictures(run.task, kept, args.out)
                 wrote = write_results(runs, seeds, args, command, time.perf_counter() - start, tasks)
     if not wrote:
         wrote = write_results(runs, seeds, args, command, time.perf_counter() - start, tasks)
