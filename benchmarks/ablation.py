@@ -985,11 +985,13 @@ def write_results(runs: List[TaskRun], seeds: Sequence[int], args: argparse.Name
     # the seeds first: the tables can always be rebuilt from them
     write_text(args.out / SEEDS_FILE, ''.join(json.dumps(r) + '\n' for run in runs for r in run.records()))
     write_csv(args.out / 'ablation.csv', [{k: r[k] for k in COLUMNS} for run in runs for r in run.rows()], COLUMNS)
+    if args.tables_only:
+        how = f'rebuilt from {SEEDS_FILE}, whose seeds may have run on other machines or in other processes'
+    else:
+        how = (f'this process: {elapsed / 60:.1f} min on {os.cpu_count()} logical CPUs ({machine}), {args.jobs} '
+               f'job{"s" if args.jobs > 1 else ""} of {args.threads} torch thread{"s" if args.threads > 1 else ""}')
     write_text(args.out / 'ablation.md', '\n\n'.join(tables) + (
-        f'\n\nTotal wall time: {sum(run.seconds for run in runs) / 60:.1f} min (the seeds\' own times; this process: '
-        f'{elapsed / 60:.1f} min) on {os.cpu_count()} logical CPUs ({machine}), '
-        f'{args.jobs} job{"s" if args.jobs > 1 else ""} of {args.threads} torch '
-        f'thread{"s" if args.threads > 1 else ""}, '
+        f'\n\nTotal wall time: {sum(run.seconds for run in runs) / 60:.1f} min, the seeds\' own times ({how}); '
         f'torch {torch.__version__}, timm {timm.__version__}.\n'))
     wrote = [args.out / SEEDS_FILE, args.out / 'ablation.csv', args.out / 'ablation.md']
     if plot({run.task.name: run.rows() for run in runs}, args.out / 'ablation.png'):
