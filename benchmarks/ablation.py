@@ -55,20 +55,20 @@ reports per-seed differences (``inti`` minus ``average_pooling``, ``naive`` and 
 ``inti`` minus ``inti_single_scale``; ``inti_motion`` minus ``inti``) with 95% t-intervals over
 the seeds (scipy's t quantile); an interval that excludes 0 is a difference these seeds
 resolve. A seed fixes everything: data, initial weights and batch order; torch runs on
-``--threads`` threads (default 2), so a rerun on the same machine reproduces the table, and
-``--first-seed`` gives fresh seeds. The script sets ``OMP_WAIT_POLICY=PASSIVE`` unless the
+``--threads`` threads per job (default 1, which also makes a seed's result independent of the
+number of cores), so a rerun on the same machine reproduces the table, and ``--first-seed``
+gives fresh seeds. The script sets ``OMP_WAIT_POLICY=PASSIVE`` unless the
 environment sets it: on a shared machine, OpenMP threads that spin while they wait for a
 descheduled partner made training 10x slower; the arithmetic does not change.
 
-The study runs seed by seed, both tasks per seed, and rewrites its files after every seed of a
-task, so a run stopped early leaves whole seeds behind (the markdown says it is partial). Every seed's
-results and the settings that fixed them go to ablation_seeds.jsonl: ``--resume`` keeps the
-seeds there and runs only the others, so seeds split over machines pool into one table (join
-the files, then ``--resume --tables-only``). ``--jobs N`` trains N tasks or seeds at once, each in
-its own process of ``--threads`` threads, and adds them to the tables in seed order as they
-finish (the tables say which seeds are still missing): the tiny models use a second thread
-poorly, so two one-thread jobs get more out of 2 cores than one two-thread job. An --out that
-holds a run is never overwritten without ``--resume`` or ``--overwrite``.
+The study trains one job per task and seed, ``--jobs`` at a time (default: one per CPU), each in its
+own process of ``--threads`` threads: the tiny models use a second thread poorly, so on 2 cores
+two one-thread jobs train a seed 1.8x faster than one two-thread job. The files are rewritten as
+each job finishes, seeds in seed order, so a run stopped early leaves whole seeds behind (the
+markdown names the seeds still missing). Every seed's results and the settings that fixed them
+go to ablation_seeds.jsonl: ``--resume`` keeps the seeds there and runs only the others, so seeds
+split over machines pool into one table (join the files, then ``--resume --tables-only``). An
+--out that holds a run is never overwritten without ``--resume`` or ``--overwrite``.
 
 Results go to ``--out`` (default benchmarks/results): ablation_seeds.jsonl, ablation.csv (per task: one line per row
 and one per paired difference, with the per-seed values), ablation.md, ablation.png, and
@@ -80,7 +80,7 @@ goes to stderr, the tables to stdout.
     python benchmarks/ablation.py --quick --out /tmp/abl     # a tiny run in seconds, to check that it works
     python benchmarks/ablation.py --task moving --first-seed 5 --seeds 5 --out /tmp/fresh
     python benchmarks/ablation.py --resume                   # continue a stopped study (seeds done are kept)
-    python benchmarks/ablation.py --jobs 2 --threads 1       # two seeds at a time, one thread each
+    python benchmarks/ablation.py --jobs 1 --threads 2       # one job at a time, in this process
 """
 # ruff: noqa: E402  (OpenMP reads its settings when torch loads it)
 import os
@@ -932,11 +932,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--first-seed', type=int, default=0, help='first seed (default 0): seeds S .. S+N-1')
     parser.add_argument('--epochs', type=int, help='video training epochs for every task (default: the task\'s)')
     parser.add_argument('--quick', action='store_true', help='a tiny configuration that runs in seconds')
-    parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2; per job with --jobs)')
-    parser.add_argument('--jobs', type=int, default=1,
-                        help='seeds trained at once, each in its own process with --threads threads (default 1). '
-                             'The tiny models use threads poorly: on 2 cores, --jobs 2 --threads 1 trains more seeds '
-                             'an hour than one job with 2 threads (see the README)')
+    parser.add_argument('--threads', type=int, default=1, help='torch CPU threads per job (default 1)')
+    parser.add_argument('--jobs', type=int,
+                        help='tasks and seeds trained at once, each in its own process of --threads threads (default: '
+                             'the CPUs this process may use divided by --threads; --quick: 1). The tiny models use '
+                             'a second thread poorly: on 2 cores, two one-thread jobs train a seed 1.8x faster '
+                             'than one two-thread job')
     parser.add_argument('--out', type=Path, default=Path(__file__).parent / 'results', help='output folder')
     again = parser.add_mutually_exclusive_group()
     again.add_argument('--resume', action='store_true',
@@ -957,6 +958,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error(f'--epochs must be at least 1, got {args.epochs}')
     if args.threads < 1:
         parser.error(f'--threads must be at least 1, got {args.threads}')
+    if args.jobs is None:
+        args.jobs = 1 if args.quick else max(1, len(os.sched_getaffinity(0)) // args.threads)
     if args.jobs < 1:
         parser.error(f'--jobs must be at least 1, got {args.jobs}')
     if args.tables_only and not args.resume:

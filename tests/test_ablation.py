@@ -176,7 +176,7 @@ def test_inti_motion_row_swaps_in_a_partner_window():
 def test_bad_flags_are_argparse_errors(capsys):
     for argv in (['--seeds', '0'], ['--methods', 'magic'], ['--epochs', '0'], ['--threads', '0'],
                  ['--methods', 'inti', 'inti'], ['--first-seed', '-1'], ['--task', 'spin'],
-                 ['--resume', '--overwrite'], ['--tables-only']):
+                 ['--resume', '--overwrite'], ['--tables-only'], ['--jobs', '0']):
         with pytest.raises(SystemExit):
             ablation.parse_args(argv)
     assert 'invalid choice' in capsys.readouterr().err
@@ -187,6 +187,14 @@ def test_bad_flags_are_argparse_errors(capsys):
 def test_seed_count_defaults_to_five_and_to_one_for_quick(argv, seeds):
     args = ablation.parse_args(argv)
     assert args.seeds == seeds and args.first_seed == 0 and args.task == 'both' and args.methods is None
+
+
+def test_one_job_of_one_thread_per_cpu_by_default(monkeypatch):
+    monkeypatch.setattr(ablation.os, 'sched_getaffinity', lambda pid: {0, 1, 2, 3, 4})
+    assert (ablation.parse_args([]).jobs, ablation.parse_args([]).threads) == (5, 1)
+    assert ablation.parse_args(['--threads', '2']).jobs == 2
+    assert ablation.parse_args(['--threads', '8']).jobs == 1
+    assert ablation.parse_args(['--quick']).jobs == 1 and ablation.parse_args(['--jobs', '3']).jobs == 3
 
 
 def test_default_rows():
