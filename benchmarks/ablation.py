@@ -125,6 +125,8 @@ COLUMNS = [
     'flash_weight_mean', 'flash_weight_ci_low', 'flash_weight_ci_high', 'flash_weight_per_seed',
     'image_top1_per_seed',
 ]
+# what the study measures per row and seed, each with a 95% interval
+MEASURES = ('top1', 'one_pair', 'flash_weight')
 # paired differences (a - b) reported when both rows ran
 COMPARISONS = [
     ('inti', 'average_pooling'), ('inti', 'naive'), ('inti', 'tome'), ('inti', 'inti_single_scale'),
@@ -600,11 +602,11 @@ def summarise(task: str, method: str, gflops: float, seeds: Sequence[int], per_s
     """One CSV line: per-seed values, their means and 95% intervals."""
     row = dict(task=task, method=method, gflops=gflops, seeds=len(seeds), first_seed=seeds[0],
                seed_list=' '.join(map(str, seeds)))
-    for key, column in (('top1', 'top1'), ('one_pair', 'one_pair'), ('flash_weight', 'flash_weight')):
+    for key in MEASURES:
         mean, std, low, high = t_interval(per_seed[key])
-        row.update({f'{column}_mean': mean, f'{column}_ci_low': low, f'{column}_ci_high': high,
-                    f'{column}_per_seed': ' '.join(f'{v:.6g}' for v in per_seed[key])})
-        if column == 'top1':
+        row.update({f'{key}_mean': mean, f'{key}_ci_low': low, f'{key}_ci_high': high,
+                    f'{key}_per_seed': ' '.join(f'{v:.6g}' for v in per_seed[key])})
+        if key == 'top1':
             row['top1_std'] = std
     return row
 
@@ -678,7 +680,7 @@ class TaskRun:
 
     def rows(self) -> List[Dict]:
         """CSV lines: one per row, then one per paired difference, with the per-seed results under ``per_seed``."""
-        keys = ('top1', 'one_pair', 'flash_weight')
+        keys = MEASURES
         image_top1 = ' '.join(f'{v:.6g}' for v in self.image_top1)
         rows = []
         for name in self.methods:
@@ -944,6 +946,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                        help=f'keep the seeds of the earlier run in --out ({SEEDS_FILE}, same settings) and run '
                             f'only the others; seeds from other runs can be pooled by joining their {SEEDS_FILE} files')
     again.add_argument('--overwrite', action='store_true', help='replace an earlier run in --out')
+    parser.add_argument('--against', type=Path, metavar='CSV',
+                        help='an ablation.csv of other seeds (the published one): say whether every 95%% interval '
+                             'overlaps its counterpart there')
     parser.add_argument('--tables-only', action='store_true',
                         help=f'with --resume: rebuild the tables from {SEEDS_FILE} and train nothing (after joining '
                              f'the files of several runs); seeds not there are reported as missing')
@@ -970,7 +975,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def write_results(runs: List[TaskRun], seeds: Sequence[int], args: argparse.Namespace, command: str,
-                  elapsed: float, tasks: Optional[Sequence[Task]] = None) -> List[Path]:
+                  elapsed: float, tasks: Optional[Sequence[Task]] = None,
+                  other: Optional[Dict[Tuple[str, str, str], Tuple[float, float]]] = None) -> List[Path]:
     """Write the seeds, the CSV, the markdown and the plot for the seeds done so far; the tables of ``tasks`` (default:
     every run's) are marked partial until all of ``seeds`` are done."""
     tasks = [run.task for run in runs] if tasks is None else tasks
@@ -993,6 +999,8 @@ def write_results(runs: List[TaskRun], seeds: Sequence[int], args: argparse.Name
     else:
         how = (f'this process: {elapsed / 60:.1f} min on {os.cpu_count()} logical CPUs ({machine}), {args.jobs} '
                f'job{"s" if args.jobs > 1 else ""} of {args.threads} torch thread{"s" if args.threads > 1 else ""}')
+    if other is not None:
+        tables.append(against([r for run in runs for r in run.rows()], other, args.against))
     write_text(args.out / 'ablation.md', '\n\n'.join(tables) + (
         f'\n\nTotal wall time: {sum(run.seconds for run in runs) / 60:.1f} min, the seeds\' own times ({how}); '
         f'torch {torch.__version__}, timm {timm.__version__}.\n'))
@@ -1000,6 +1008,36 @@ def write_results(runs: List[TaskRun], seeds: Sequence[int], args: argparse.Name
     if plot({run.task.name: run.rows() for run in runs}, args.out / 'ablation.png'):
         wrote.append(args.out / 'ablation.png')
     return wrote
+
+
+def read_intervals(path: Path) -> Dict[Tuple[str, str, str], Tuple[float, float]]:
+    """The 95% intervals of an ablation.csv, (task, row, measure) -> (low, high); ValueError naming the file."""
+    import csv
+    try:
+        with open(path, newline='') as f:
+            return {(r['task'], r['method'], key): (float(r[f'{key}_ci_low']), float(r[f'{key}_ci_high']))
+                    for r in csv.DictReader(f) for key in MEASURES}
+    except (OSError, KeyError, TypeError, ValueError, csv.Error) as e:
+        raise ValueError(f'{path}: not an ablation.csv of this study ({e!r})') from None
+
+
+def against(rows: Sequence[Dict], other: Dict[Tuple[str, str, str], Tuple[float, float]], path: Path) -> str:
+    """Whether each 95% interval of ``rows`` overlaps the one of the same task, row and measure in ``other`` (from
+    ``read_intervals(path)``): a rerun on other seeds should give intervals that overlap the published ones.
+    Intervals undefined on either side (one seed) and fixed values on both (the average's 0.5) are not counted."""
+    checked, apart = 0, []
+    for r in rows:
+        for key in MEASURES:
+            here, there = (r[f'{key}_ci_low'], r[f'{key}_ci_high']), other.get((r['task'], r['method'], key))
+            if there is None or any(math.isnan(v) for v in here + there) or here[0] == here[1] == there[0] == there[1]:
+                continue
+            checked += 1
+            if here[0] > there[1] or there[0] > here[1]:
+                apart.append(f"{r['task']} `{r['method']}` {key}: [{here[0]:.3g}, {here[1]:.3g}] here, "
+                             f"[{there[0]:.3g}, {there[1]:.3g}] there")
+    text = (f'Against `{path}`: {checked - len(apart)} of {checked} 95% intervals overlap (top-1, top-1 with both '
+            f'flashes in one pair and the weight on the flash frame, of every row and paired difference in both).')
+    return text + (' These do not: ' + '; '.join(apart) + '.' if apart else '')
 
 
 def _error(message: str) -> int:
@@ -1025,6 +1063,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.resume and earlier and not seeds_path.exists():
         return _error(f'{earlier[0]} has no {SEEDS_FILE} beside it to resume from (an older version of this '
                       f'script wrote it): --overwrite starts over')
+    other = None
+    if args.against is not None:
+        try:
+            other = read_intervals(args.against)
+        except ValueError as e:
+            return _error(str(e))
     resume = args.resume and seeds_path.exists()
     records: List[Dict] = []
     if resume:
@@ -1068,7 +1112,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 run.run_seed(seed)
                 if first:
                     pictures += write_pictures(run.task, run.kept, args.out)
-            wrote = write_results(runs, seeds, args, command, time.perf_counter() - start, tasks)
+            wrote = write_results(runs, seeds, args, command, time.perf_counter() - start, tasks, other)
     elif todo:
         # every task of every seed in a worker process, so that the jobs stay busy to the end; the pictures come from
         # the first seed of a task that has none yet
@@ -1087,10 +1131,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 if kept:
                     run.kept = kept
                     pictures += write_pictures(run.task, kept, args.out)
-                wrote = write_results(runs, seeds, args, command, time.perf_counter() - start, tasks)
+                wrote = write_results(runs, seeds, args, command, time.perf_counter() - start, tasks, other)
     if not wrote:
-        wrote = write_results(runs, seeds, args, command, time.perf_counter() - start, tasks)
+        wrote = write_results(runs, seeds, args, command, time.perf_counter() - start, tasks, other)
     print('\n\n'.join(markdown(run.task, run.rows(), run.study, command, run.image_top1) for run in runs))
+    if other is not None:
+        print('\n' + against([r for run in runs for r in run.rows()], other, args.against))
     print(f"\nwrote {', '.join(str(w) for w in wrote + pictures)} in {time.perf_counter() - start:.0f} s",
           file=sys.stderr)
     return 0

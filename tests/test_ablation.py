@@ -2,6 +2,7 @@
 import csv
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -352,3 +353,38 @@ def test_jobs_and_seeds_out_of_order_give_the_tables_of_one_run(tmp_path, capsys
     assert '2 seeds (0-1)' in (tmp_path / 'late' / 'ablation.md').read_text()
     seeds = [json.loads(line)['seed'] for line in (tmp_path / 'late' / ablation.SEEDS_FILE).read_text().splitlines()]
     assert seeds == [0, 1]
+
+
+def test_against_says_which_intervals_of_a_rerun_overlap_the_published_ones(tmp_path, capsys, restore_threads):
+    published = tmp_path / 'published'
+    assert _quick(published, '--seeds', '2') == 0
+    # the same seeds again: every interval overlaps its counterpart
+    assert _quick(tmp_path / 'again', '--seeds', '2', '--against', str(published / 'ablation.csv')) == 0
+    text = (tmp_path / 'again' / 'ablation.md').read_text()
+    found = re.search(r'Against `(.+)`: (\d+) of (\d+) 95% intervals overlap', text)
+    assert found and found[1] == str(published / 'ablation.csv') and found[2] == found[3] and int(found[3]) >= 1
+    assert 'These do not' not in text
+    checked = int(found[3])
+    # an interval moved far away is named
+    with open(published / 'ablation.csv', newline='') as f:
+        rows = list(csv.DictReader(f))
+    # the first interval that was counted (a proper one: at chance, quick runs give many of zero width)
+    r, key = next((r, key) for r in rows for key in ablation.MEASURES
+                  if float(r[f'{key}_ci_low']) < float(r[f'{key}_ci_high']))
+    r[f'{key}_ci_low'], r[f'{key}_ci_high'] = '1000', '1001'
+    moved = tmp_path / 'moved.csv'
+    with open(moved, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert _quick(tmp_path / 'again', '--seeds', '2', '--resume', '--tables-only', '--against', str(moved)) == 0
+    text = (tmp_path / 'again' / 'ablation.md').read_text()
+    assert f'{checked - 1} of {checked} 95% intervals overlap' in text
+    assert f"These do not: flash `{r['method']}` {key}: [" in text and '[1e+03, 1e+03] there' in text
+    assert f'{checked - 1} of {checked}' in capsys.readouterr().out
+    # a file that is not the study's CSV: one line, before any training
+    (tmp_path / 'other.csv').write_text('a,b\n1,2\n')
+    assert _quick(tmp_path / 'fresh', '--against', str(tmp_path / 'other.csv')) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('ablation.py: error: ') and 'other.csv' in err and 'image pre-training' not in err
+    assert not (tmp_path / 'fresh' / 'ablation.csv').exists()
