@@ -90,6 +90,8 @@ import os
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 import argparse
+import copy
+import csv
 import json
 import math
 import multiprocessing
@@ -614,17 +616,26 @@ def summarise(task: str, method: str, gflops: float, seeds: Sequence[int], per_s
 class TaskRun:
     """One task's study in progress: its rows, their GFLOPs, and the results of the seeds run so far."""
 
-    def __init__(self, task: Task, methods: Sequence[str], study: StudyConfig, quiet: bool = False):
+    def __init__(self, task: Task, methods: Sequence[str], study: StudyConfig):
         self.task, self.methods, self.study = task, list(methods), study
         self.tome_r = find_tome_r(task) if 'tome' in methods else None
-        if self.tome_r is not None and not quiet:
+        if self.tome_r is not None:
             print(f'{task.name}: ToMe merge rate for the inti GFLOPs: r={self.tome_r}', file=sys.stderr, flush=True)
         self.gflops = {name: gflops_of(METHODS[name], task, self.tome_r) for name in methods}
+        self._forget_seeds()
+
+    def _forget_seeds(self) -> None:
         self.seeds: List[int] = []
-        self.results: Dict[str, List[Dict[str, float]]] = {name: [] for name in methods}
+        self.results: Dict[str, List[Dict[str, float]]] = {name: [] for name in self.methods}
         self.image_top1: List[float] = []
         self.seconds_per_seed: List[float] = []
         self.kept: Dict[str, Tuple[nn.Module, ClipSet]] = {}
+
+    def empty(self) -> 'TaskRun':
+        """This run with no seeds done (its rows, ToMe rate and GFLOPs kept), for a ``--jobs`` worker to run a seed."""
+        run = copy.copy(self)
+        run._forget_seeds()
+        return run
 
     @property
     def seconds(self) -> float:
@@ -680,18 +691,18 @@ class TaskRun:
 
     def rows(self) -> List[Dict]:
         """CSV lines: one per row, then one per paired difference, with the per-seed results under ``per_seed``."""
-        keys = MEASURES
         image_top1 = ' '.join(f'{v:.6g}' for v in self.image_top1)
         rows = []
         for name in self.methods:
-            per_seed = {key: [r[key] for r in self.results[name]] for key in keys}
+            per_seed = {key: [r[key] for r in self.results[name]] for key in MEASURES}
             row = summarise(self.task.name, name, self.gflops[name], self.seeds, per_seed)
             row.update(per_seed=self.results[name], tome_r=self.tome_r if METHODS[name].tome else None, kind='row',
                        image_top1_per_seed=image_top1)
             rows.append(row)
         for a, b in COMPARISONS:
             if a in self.results and b in self.results:
-                per_seed = {key: [x[key] - y[key] for x, y in zip(self.results[a], self.results[b])] for key in keys}
+                per_seed = {key: [x[key] - y[key] for x, y in zip(self.results[a], self.results[b])]
+                            for key in MEASURES}
                 row = summarise(self.task.name, f'{a} - {b}', self.gflops[a] - self.gflops[b], self.seeds, per_seed)
                 row.update(per_seed=per_seed, tome_r=None, kind='difference', image_top1_per_seed=image_top1)
                 rows.append(row)
@@ -747,11 +758,11 @@ def check_records(records: Sequence[Dict], runs: Sequence[TaskRun], path: Path) 
     return by_task
 
 
-def _seed_job(task: str, methods: Sequence[str], study: StudyConfig, seed: int, threads: int,
+def _seed_job(run: TaskRun, seed: int, threads: int,
               keep: Sequence[str]) -> Tuple[Dict, Dict[str, Tuple[nn.Module, ClipSet]]]:
-    """One seed of one task in a worker process of ``--jobs``: the seed's record, and the ``keep`` models trained."""
+    """One seed of ``run`` (an ``empty()`` one) in a worker process of ``--jobs``: the seed's record, and the ``keep``
+    models trained."""
     torch.set_num_threads(threads)
-    run = TaskRun(TASKS[task], methods, study, quiet=True)
     return run.run_seed(seed, keep), run.kept
 
 
@@ -1012,7 +1023,6 @@ def write_results(runs: List[TaskRun], seeds: Sequence[int], args: argparse.Name
 
 def read_intervals(path: Path) -> Dict[Tuple[str, str, str], Tuple[float, float]]:
     """The 95% intervals of an ablation.csv, (task, row, measure) -> (low, high); ValueError naming the file."""
-    import csv
     try:
         with open(path, newline='') as f:
             return {(r['task'], r['method'], key): (float(r[f'{key}_ci_low']), float(r[f'{key}_ci_high']))
@@ -1098,7 +1108,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if run.seeds:
                 print(f'{run.task.name}: seeds {", ".join(map(str, run.seeds))} taken from {seeds_path}',
                       file=sys.stderr, flush=True)
-    # seed by seed, every task: the files on disk always hold whole seeds of every task
+    # seed by seed; the files on disk always hold whole seeds of each task
     active = [run for run in runs if run.task not in kept_only]
     todo = [] if args.tables_only else [s for s in seeds if any(s not in run.seeds for run in active)]
     wrote: List[Path] = []
@@ -1118,7 +1128,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # the first seed of a task that has none yet
         pictured = {run.task.name: bool(run.seeds) for run in active}
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context('spawn')) as pool:
-            jobs = [pool.submit(_seed_job, run.task.name, run.methods, run.study, seed, args.threads,
+            jobs = [pool.submit(_seed_job, run.empty(), seed, args.threads,
                                 () if pictured[run.task.name] or seed != todo[0] else ('inti',))
                     for seed in todo for run in active if seed not in run.seeds]
             for job in as_completed(jobs):
