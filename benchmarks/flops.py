@@ -1,8 +1,10 @@
-"""FLOPs of every registered InTI variant against naive per-frame adaptation.
+"""FLOPs of InTI models against naive per-frame adaptation.
 
-By default: every variant of CLIP ViT-B/16 and ViT-L/14 at 8, 16 and 32 frames, and the plain
-variant (one InTI layer after a quarter of the blocks) of every other backbone of the table
-(timm_inti.backbones) at 8 frames; name models to count others.
+By default: the headline, ``inti_vit_b16`` and ``inti_vit_b16_deep`` at 8 frames, printed
+(about a minute on 2 cores). ``--all``: every variant of CLIP ViT-B/16 and ViT-L/14 at 8, 16
+and 32 frames, and the plain variant (one InTI layer after a quarter of the blocks) of every
+other backbone of the table (timm_inti.backbones) at 8 frames, written to
+benchmarks/results/flops.{csv,md,png} (the published table). Name models to count others.
 
 For each model and clip length: fvcore's count with attention included, the naive model
 (the same ViT, with the same temporal modules if any, and ``inti_after=()``), the reduction, the
@@ -13,10 +15,12 @@ anything: 37.5% for one InTI layer after a quarter of the blocks); patch embeddi
 the InTI layers themselves make the real reduction slightly smaller.
 GFLOPs here are 10^9 multiply-adds (fvcore's convention, the one the video literature
 uses), for one view at the model's frame size (224x224; 336x336 for the _336 models) at batch 1.
-No network and no weights are needed.
+No network and no weights are needed: the models are built without initialising their weights
+(counts depend on shapes only).
 
-    python benchmarks/flops.py                       # the default set above
-    python benchmarks/flops.py --models inti_vit_b16 inti_vit_b16_siglip --frames 8 16
+    python benchmarks/flops.py                       # the headline, printed
+    python benchmarks/flops.py --all                 # the published table (benchmarks/results/flops.*)
+    python benchmarks/flops.py --models inti_vit_b16 inti_vit_b16_siglip --frames 8 16 --out /tmp/flops
 """
 import argparse
 import sys
@@ -33,6 +37,9 @@ from timm_inti.flops import count_flops, formula_flops
 # backbones whose variants the default run sweeps over clip lengths; the others at 8 frames
 SWEEP_BACKBONES = ('vit_base_patch16_clip_224', 'vit_large_patch14_clip_224')
 SWEEP_FRAMES = (8, 16, 32)
+# the default run: the README's headline
+HEADLINE = (('inti_vit_b16', 8), ('inti_vit_b16_deep', 8))
+RESULTS = Path(__file__).parent / 'results'
 
 COLUMNS = [
     'model', 'frames', 'params_m', 'gflops', 'naive_gflops', 'reduction_pct', 'schedule_bound_pct',
@@ -46,14 +53,23 @@ HEADERS = [
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--all', action='store_true',
+                        help='count the published set (see above) and write it to --out (default: %s)' % RESULTS)
     parser.add_argument('--models', nargs='+', help='registered model names (default: see above)')
     parser.add_argument('--frames', nargs='+', type=int, help='clip lengths (default: see above)')
-    parser.add_argument('--out', type=Path, default=Path(__file__).parent / 'results', help='output folder')
-    return parser.parse_args(argv)
+    parser.add_argument('--out', type=Path, help='write flops.{csv,md,png} here (default: print only; with --all: '
+                        'benchmarks/results)')
+    args = parser.parse_args(argv)
+    if args.all and args.out is None:
+        args.out = RESULTS
+    return args
 
 
-def default_jobs(models=None, frames=None):
-    """(model, frames) pairs: the README's set unless models or frames are given."""
+def default_jobs(models=None, frames=None, all=False):
+    """(model, frames) pairs: the headline, or with ``all`` the published set, unless models or frames are given."""
+    if not all and models is None:
+        return [(name, t) for name, t in HEADLINE] if frames is None else [
+            (name, t) for name in dict.fromkeys(n for n, _ in HEADLINE) for t in frames]
     sweep = [alias for b in SWEEP_BACKBONES for _, alias, _ in BACKBONES[b].model_names()]
     if models is None:  # the other backbones' plain variant: their deep and temporal variants cost the same way
         models = sweep + [alias for b in BACKBONES.values() if b.name not in SWEEP_BACKBONES
@@ -67,9 +83,19 @@ def clip(model, frames):
     return torch.randn(1, model.in_chans, frames, *model.patch_embed.img_size)
 
 
+def build(name, **kwargs):
+    """The model with uninitialised (zeroed) weights: counts depend on shapes only, and a ViT-L's init takes longer
+    than its count."""
+    model = timm.create_model(name, device='meta', **kwargs).to_empty(device='cpu').eval()
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            tensor.zero_()
+    return model
+
+
 def measure(name, frames, naive_cache):
-    model = timm.create_model(name).eval()
-    naive = timm.create_model(name, inti_after=()).eval()
+    model = build(name)
+    naive = build(name, inti_after=())
     # variants sharing a backbone (and temporal modules) share a naive count; repr spells out the layers but not
     # the frame size or the prefix tokens (ViT-L/14 at 224 and 336 px print the same)
     key = (repr(naive), tuple(naive.patch_embed.img_size), naive.num_prefix_tokens, frames)
@@ -137,8 +163,7 @@ def plot(rows, path):
 
 def main(argv=None):
     args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    jobs = default_jobs(args.models, args.frames)
+    jobs = default_jobs(args.models, args.frames, all=args.all)
     rows, naive_cache = [], {}
     start = time.perf_counter()
     for i, (name, frames) in enumerate(jobs, 1):
@@ -152,11 +177,19 @@ def main(argv=None):
         '(224x224; 336x336 for inti_vit_l14_336*). '
         'Block-schedule bound: the reduction if only the Transformer blocks cost anything.')
     print(table)
-    write_csv(args.out / 'flops.csv', rows, COLUMNS)
-    write_text(args.out / 'flops.md', table + '\n')
-    wrote = ['flops.csv', 'flops.md'] + (['flops.png'] if plot(rows, args.out / 'flops.png') else [])
-    print(f"\nwrote {', '.join(str(args.out / w) for w in wrote)} in {time.perf_counter() - start:.0f} s",
-          file=sys.stderr)
+    print()
+    for r in rows:
+        print(f"{r['model']}, {r['frames']} frames: {r['gflops']:.1f} GFLOPs against {r['naive_gflops']:.1f} naive, "
+              f"{r['reduction_pct']:.1f}% fewer")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_csv(args.out / 'flops.csv', rows, COLUMNS)
+        write_text(args.out / 'flops.md', table + '\n')
+        wrote = ['flops.csv', 'flops.md'] + (['flops.png'] if plot(rows, args.out / 'flops.png') else [])
+        print(f"\nwrote {', '.join(str(args.out / w) for w in wrote)}", file=sys.stderr)
+    else:
+        print(f'\nprinted only; --all writes the published table ({RESULTS / "flops.md"})', file=sys.stderr)
+    print(f'{len(rows)} counts in {time.perf_counter() - start:.0f} s', file=sys.stderr)
     worst = max(abs(r['formula_diff_pct']) for r in rows)
     if worst > 1.0:
         print(f'fvcore and the closed-form model differ by {worst:.2f}% (> 1%)', file=sys.stderr)

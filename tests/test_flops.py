@@ -82,11 +82,24 @@ def test_benchmark_script_writes_table_csv_and_plot(tmp_path, capsys):
     assert (tmp_path / 'flops.png').stat().st_size > 0
 
 
-def test_benchmark_default_set_sweeps_clip_b16_and_l14_and_counts_every_other_family_at_8_frames():
+def test_benchmark_default_run_is_the_headline_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from benchmarks import flops as benchmark
+
+    assert benchmark.default_jobs() == [('inti_vit_b16', 8), ('inti_vit_b16_deep', 8)]
+    assert benchmark.parse_args([]).out is None and benchmark.parse_args(['--all']).out == benchmark.RESULTS
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(benchmark, 'HEADLINE', (('inti_vit_b16', 2),))
+    assert benchmark.main([]) == 0
+    out = capsys.readouterr().out
+    assert 'inti_vit_b16, 2 frames: 22.' in out and '% fewer' in out  # the headline sentence (17.58 G a frame, 37%)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_benchmark_all_set_sweeps_clip_b16_and_l14_and_counts_every_other_family_at_8_frames():
     from benchmarks import flops as benchmark
     from timm_inti.backbones import BACKBONES
 
-    jobs = benchmark.default_jobs()
+    jobs = benchmark.default_jobs(all=True)
     assert [(m, t) for m, t in jobs if m == 'inti_vit_b16_deep'] == [('inti_vit_b16_deep', t) for t in (8, 16, 32)]
     others = [(m, t) for m, t in jobs if not m.startswith(('inti_vit_b16', 'inti_vit_l14')) or '_336' in m
               or 'siglip' in m or 'augreg' in m]
@@ -115,8 +128,7 @@ def test_benchmark_does_not_share_naive_counts_across_frame_sizes(monkeypatch):
         counted.append(x.shape[-1])
         return formula_flops(model, x.shape[2])
     monkeypatch.setattr(benchmark, 'count_flops', fake_count)
-    create_model = timm.create_model
-    monkeypatch.setattr(benchmark.timm, 'create_model', lambda name, **kw: create_model(name, device='meta', **kw))
+    monkeypatch.setattr(benchmark, 'build', lambda name, **kw: timm.create_model(name, device='meta', **kw))
     cache = {}
     rows = [benchmark.measure(name, 2, cache) for name in ('inti_vit_l14', 'inti_vit_l14_336')]
     assert counted == [224, 224, 336, 336]  # two naive counts, one per frame size
