@@ -420,7 +420,7 @@ def model_kwargs(method: Method, task: Task, num_classes: Optional[int] = None) 
     return kwargs
 
 
-def prepare(method: Method, clips: torch.Tensor) -> torch.Tensor:
+def method_input(method: Method, clips: torch.Tensor) -> torch.Tensor:
     """The row's input: every ``subsample``-th frame."""
     return subsample_frames(clips, method.subsample) if method.subsample > 1 else clips
 
@@ -440,7 +440,7 @@ def video_init(backbone: Optional[Dict[str, torch.Tensor]], task: Task, seed: in
     return model.state_dict()
 
 
-def build_model(method: Method, task: Task, init: Dict[str, torch.Tensor], seed: int,
+def build_row_model(method: Method, task: Task, init: Dict[str, torch.Tensor], seed: int,
                 tome_r: Optional[int]) -> nn.Module:
     """The row's model, starting from ``init`` (the naive model's weights); its own layers keep their init."""
     torch.manual_seed(seed)
@@ -464,9 +464,9 @@ def build_model(method: Method, task: Task, init: Dict[str, torch.Tensor], seed:
 def gflops_of(method: Method, task: Task, tome_r: Optional[int]) -> float:
     """GFLOPs (10^9 multiply-adds, fvcore with attention) of one clip through the row's model."""
     init = video_init(None, task, 0)
-    model = build_model(method, task, init, 0, tome_r).eval()
+    model = build_row_model(method, task, init, 0, tome_r).eval()
     cfg = task.data
-    return count_flops(model, prepare(method, torch.zeros(1, 3, cfg.frames, cfg.size, cfg.size))).gflops
+    return count_flops(model, method_input(method, torch.zeros(1, 3, cfg.frames, cfg.size, cfg.size))).gflops
 
 
 def find_tome_r(task: Task) -> int:
@@ -512,10 +512,10 @@ def fit(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, train_cfg:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, method: Method, clips: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def row_logits(model: nn.Module, method: Method, clips: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Logits of every clip, (N, num_classes)."""
     model.eval()
-    return torch.cat([model(prepare(method, clips[i:i + batch_size])) for i in range(0, len(clips), batch_size)])
+    return torch.cat([model(method_input(method, clips[i:i + batch_size])) for i in range(0, len(clips), batch_size)])
 
 
 @torch.no_grad()
@@ -553,7 +553,7 @@ def pretrain_backbone(task: Task, seed: int, num_clips: int, train_cfg: TrainCon
     model = timm.create_model(MODEL, **model_kwargs(METHODS['naive'], task, num_classes=1 + task.data.colours))
     fit(model, frames, labels, train_cfg, seed)
     frames, labels = frame_set(test_set, seed)
-    predicted = predict(model, METHODS['naive'], frames).argmax(dim=1)
+    predicted = row_logits(model, METHODS['naive'], frames).argmax(dim=1)
     return model.state_dict(), 100 * (predicted == labels).float().mean().item()
 
 
@@ -568,9 +568,9 @@ def run_row(method: Method, seed: int, init: Dict[str, torch.Tensor], train_set:
     """Train one row for one seed: test top-1 in %, overall and on clips whose flashes share an InTI pair,
     the flash-frame weight (NaN without a merge), the last epoch's loss; and the trained model."""
     random_seed(seed)
-    model = build_model(method, task, init, seed, tome_r)
-    loss = fit(model, train_set.clips, train_set.labels, train_cfg, seed, transform=lambda x: prepare(method, x))
-    logits = predict(model, method, test_set.clips)
+    model = build_row_model(method, task, init, seed, tome_r)
+    loss = fit(model, train_set.clips, train_set.labels, train_cfg, seed, transform=lambda x: method_input(method, x))
+    logits = row_logits(model, method, test_set.clips)
     same_pair = one_pair(test_set)
     correct = logits.argmax(dim=1) == test_set.labels
     weight = flash_frame_weight(model, test_set, task) if len(model.inti) and method.subsample == 1 else math.nan

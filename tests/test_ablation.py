@@ -135,7 +135,7 @@ def test_flash_shares_cover_each_flash_once():
 
 def hand_set_inti(bias: float):
     task = ablation.TASKS['flash']
-    model = ablation.build_model(ablation.METHODS['inti'], task, ablation.video_init(None, task, 0), 0, None)
+    model = ablation.build_row_model(ablation.METHODS['inti'], task, ablation.video_init(None, task, 0), 0, None)
     with torch.no_grad():
         model.inti['1'].mlp.fc2.bias.copy_(torch.tensor([bias, 0.]))
     return model, task
@@ -167,7 +167,7 @@ def test_t_interval():
 
 def test_inti_motion_row_swaps_in_a_partner_window():
     task = ablation.TASKS['moving']
-    model = ablation.build_model(ablation.METHODS['inti_motion'], task, ablation.video_init(None, task, 0), 0, None)
+    model = ablation.build_row_model(ablation.METHODS['inti_motion'], task, ablation.video_init(None, task, 0), 0, None)
     layer = model.inti['1']
     assert layer.partner_window == 3 and layer.kernel_sizes == (1, 3, 7) and layer.global_context
     out = model(torch.randn(2, 3, 8, 32, 32))
