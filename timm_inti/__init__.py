@@ -2,7 +2,7 @@
 
 ``import timm_inti`` registers the models with timm; then ``timm.create_model("inti_vit_b16")``
 and the ``hf-hub:`` / ``local-dir:`` names work as for timm's own models.
-``timm_inti.create_video_model`` turns any other timm ViT into a video model.
+``timm_inti.create_video_model`` turns any other timm ViT (``VisionTransformer`` or ``Eva``) into a video model.
 """
 from .backbones import Backbone, Weights
 from .hub import push_to_hub, read_checkpoint, save_pretrained
@@ -10,6 +10,8 @@ from .inti import InTI, merged_num_frames
 from .vit import (
     MODEL_ALIASES,
     CheckpointError,
+    VideoEva,
+    VideoTransformerMixin,
     VideoVisionTransformer,
     checkpoint_filter_fn,
     create_video_model,
@@ -18,7 +20,8 @@ from .vit import (
 )
 
 __all__ = [
-    'Backbone', 'CheckpointError', 'InTI', 'MODEL_ALIASES', 'VideoVisionTransformer', 'Weights', 'checkpoint_filter_fn',
+    'Backbone', 'CheckpointError', 'InTI', 'MODEL_ALIASES', 'VideoEva', 'VideoTransformerMixin', 'VideoVisionTransformer',
+    'Weights', 'checkpoint_filter_fn',
     'create_video_model', 'merged_num_frames', 'push_to_hub', 'read_checkpoint', 'register_backbone',
     'resample_temporal_embed', 'save_pretrained',
 ]
