@@ -162,3 +162,18 @@ def test_one_reader_for_training_checkpoints_and_weights_files(tmp_path):
         create_model_from_checkpoint(weights, 'inti_vit_b16', use_ema=True)
     with pytest.raises(timm_inti.CheckpointError, match='without its architecture'):
         create_model_from_checkpoint(weights)
+
+
+@pytest.mark.slow
+def test_convert_an_open_clip_pe_core_checkpoint(tmp_path, capsys):
+    """open_clip's PE-Core: timm's Eva inside ``visual.trunk``, the text tower beside it (dropped)."""
+    from test_zero_shot import open_clip_with_a_small_text_tower
+    clip = open_clip_with_a_small_text_tower('PE-Core-B-16')
+    source = tmp_path / 'open_clip_model.safetensors'
+    safetensors.torch.save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, source)
+    assert tool('convert')([str(source), '--model', 'inti_vit_b16_pe', '--out', str(tmp_path / 'out')]) == 0
+    assert 'max |difference|' in capsys.readouterr().err
+    x = torch.randn(1, 3, 1, 224, 224)
+    with torch.no_grad():
+        expected = clip.encode_image(x[:, :, 0])
+    torch.testing.assert_close(one_frame_output(tmp_path / 'out', x), expected, atol=1e-4, rtol=0)
