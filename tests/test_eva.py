@@ -100,7 +100,7 @@ def test_fresh_inti_is_the_image_model_on_pair_averaged_tokens():
 
 
 def test_other_eva_models_through_the_generic_path():
-    """Any Eva name works: mixed (per-block) rope, a register without class token and average pooling, EVA02's MIM tower."""
+    """Any Eva name works: mixed (per-block) rope, a register without class token, EVA02's MIM tower."""
     for name, prefix in (('vit_small_patch16_rope_mixed_224', 1), ('vit_base_patch16_rope_reg1_gap_256', 1),
                          ('eva02_tiny_patch14_224', 1)):
         model = timm_inti.create_video_model(name, num_classes=3, **TINY_KWARGS)

@@ -20,10 +20,9 @@ from .vit import (
 )
 
 __all__ = [
-    'Backbone', 'CheckpointError', 'InTI', 'MODEL_ALIASES', 'VideoEva', 'VideoTransformerMixin', 'VideoVisionTransformer',
-    'Weights', 'checkpoint_filter_fn',
-    'create_video_model', 'merged_num_frames', 'push_to_hub', 'read_checkpoint', 'register_backbone',
-    'resample_temporal_embed', 'save_pretrained',
+    'Backbone', 'CheckpointError', 'InTI', 'MODEL_ALIASES', 'VideoEva', 'VideoTransformerMixin',
+    'VideoVisionTransformer', 'Weights', 'checkpoint_filter_fn', 'create_video_model', 'merged_num_frames',
+    'push_to_hub', 'read_checkpoint', 'register_backbone', 'resample_temporal_embed', 'save_pretrained',
 ]
 
 __version__ = '0.1.0'

@@ -1,11 +1,12 @@
 """ Backbones and their weights, as data (open_clip's configs-as-data, in one table).
 
-Every registered InTI model comes from one ``Backbone`` entry: the timm image class it is built
-on (``VisionTransformer`` or ``Eva``) and that class's arguments, its default InTI schedule (a quarter of the blocks) and, per pretrained tag, the image
-weights timm publishes (``Weights``: Hub id, MLP activation, normalisation, head width) and
-the open_clip text tower trained with them. ``timm_inti.vit`` generates the ``@register_model``
-entrypoints, the pretrained cfgs and the short aliases from this table, and
-``timm_inti.zero_shot`` finds text towers in it; nothing else lists backbones or tags.
+Every registered InTI model comes from one ``Backbone`` entry: the timm image class it is built on
+(``VisionTransformer`` or ``Eva``) and that class's arguments, its default InTI schedule (a quarter
+of the blocks) and, per pretrained tag, the image weights timm publishes (``Weights``: Hub id, MLP
+activation, normalisation, head width) and the open_clip text tower trained with them.
+``timm_inti.vit`` generates the ``@register_model`` entrypoints, the pretrained cfgs and the short
+aliases from this table, and ``timm_inti.zero_shot`` finds text towers in it; nothing else lists
+backbones or tags.
 
 Adding a backbone, or a tag, is one entry: append it to ``BACKBONES`` here, or pass a
 ``Backbone`` to ``timm_inti.register_backbone`` from your own code.

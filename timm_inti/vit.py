@@ -535,7 +535,20 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VideoTransf
             if k.startswith(model.video_only_prefixes):
                 state_dict[k] = v
     _check_fits(state_dict, model)
+    _record_origin(model)
     return state_dict
+
+
+def _record_origin(model: nn.Module) -> None:
+    """After image weights load from the Hub under a pretrained tag, record where they came from.
+
+    timm's cfg field ``origin_url`` (the Hub page of the image weights) is what ``config.json`` carries,
+    so the model cards of this model and of models saved from it name their tower and licence
+    (``timm_inti.hub.initialised_from``); weights from a file or a state dict record nothing.
+    """
+    cfg = getattr(model, 'pretrained_cfg', None)
+    if isinstance(cfg, dict) and _weights_source(cfg).startswith('hf-hub:') and not cfg.get('origin_url'):
+        cfg['origin_url'] = f"https://huggingface.co/{cfg['hf_hub_id']}"
 
 
 # the video class of each timm image class (the backbone table names the image class)
@@ -611,8 +624,9 @@ def create_video_model(model_name: str, pretrained: bool = False, **kwargs: Any)
 
     timm builds the image model with its own arguments and pretrained cfg (mean, std, size,
     pooling, head); the video parts are added (timm's ViT class becomes ``VideoVisionTransformer``, its
-    Eva class ``VideoEva``, ToMe-style), and ``pretrained=True`` loads the weights through timm's loader and this module's
-    checkpoint filter, so image towers and video checkpoints both load, and partial loads are refused.
+    Eva class ``VideoEva``, ToMe-style), and ``pretrained=True`` loads the weights through timm's loader and
+    this module's checkpoint filter, so image towers and video checkpoints both load, and partial loads are
+    refused.
 
     Args:
         pretrained: Load the weights of the cfg (the tag's Hub repository, or ``pretrained_cfg_overlay``'s file).
@@ -650,6 +664,9 @@ def create_video_model(model_name: str, pretrained: bool = False, **kwargs: Any)
     else:
         model = timm.create_model(model_name, pretrained=False, **kwargs)
     model.__class__ = _video_class(type(model), model_name)
+    if not source:
+        # timm's cfgs may name an origin of their own; the card's origin is recorded when weights load
+        model.pretrained_cfg.pop('origin_url', None)
     param = next(model.parameters())
     video_kwargs.setdefault('inti_after', (max(len(model.blocks) // 4, 1),))
     patch_drop = getattr(model, 'patch_drop', None)

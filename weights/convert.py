@@ -5,13 +5,13 @@
     python weights/convert.py model.safetensors --model inti_vit_b16_deep --num-frames 16 --out out/
     python weights/convert.py open_clip_model.safetensors --model inti_vit_b16_pe --out out/
 
-The source may be OpenAI's release (a TorchScript archive) or any state dict with OpenAI /
-open_clip key names (``visual.conv1.weight``, ..., also under ``state_dict`` with ``module.``
-prefixes), or a timm CLIP tower; for the Eva towers (PE-Core, DINOv3, EVA02-CLIP) what timm's Eva
-filter reads: timm's layout, open_clip's (``visual.trunk.``), Meta's PE and DINOv3 releases. The pretrained tag in ``--model`` picks the activation
-(``.openai``: QuickGELU). The result loads with ``timm.create_model("local-dir:OUT",
-pretrained=True)``. ``--verify`` (the default) checks that a one-frame clip through the
-video model gives what timm's image tower gives on the same weights.
+The source may be OpenAI's release (a TorchScript archive) or any state dict with OpenAI / open_clip
+key names (``visual.conv1.weight``, ..., also under ``state_dict`` with ``module.`` prefixes), or a
+timm CLIP tower; for the Eva towers (PE-Core, DINOv3, EVA02-CLIP) what timm's Eva filter reads:
+timm's layout, open_clip's (``visual.trunk.``), Meta's PE and DINOv3 releases. The pretrained tag in
+``--model`` picks the activation (``.openai``: QuickGELU). The result loads with
+``timm.create_model("local-dir:OUT", pretrained=True)``. ``--verify`` (the default) checks that a
+one-frame clip through the video model gives what timm's image tower gives on the same weights.
 """
 import argparse
 import sys
