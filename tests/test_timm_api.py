@@ -15,13 +15,17 @@ import timm_inti
 from timm_inti.backbones import BACKBONES, find_backbone
 
 LONG_NAMES = sorted(timm_inti.MODEL_ALIASES.values())
-# every variant of the first two CLIP towers, and the plain variant of every other architecture (the
-# variants differ only in their schedule, which the first ones cover; at 4x4 patches ViT-L/14 at 336 px
-# is ViT-L/14)
+# every variant of the first two CLIP towers, the plain variant of every other VisionTransformer architecture
+# (the variants differ only in their schedule, which the first ones cover; at 4x4 patches ViT-L/14 at 336 px
+# is ViT-L/14), and of the first (smallest registered) Eva tower of each family: the sizes of a family share
+# their code path, and the full-size large ones cost ~10 s each on CPU
 _SWEPT = ('vit_base_patch16_clip_224', 'vit_large_patch14_clip_224')
+_EVA_SWEPT = {b.family: b.name for b in reversed(list(BACKBONES.values())) if b.model_class == 'Eva'}
 FORWARD_NAMES = sorted(
     long_name for b in BACKBONES.values() for long_name, _, variant in b.model_names()
-    if b.name in _SWEPT or not variant and all(b.vit_args != BACKBONES[s].vit_args for s in _SWEPT))
+    if b.name in _SWEPT or not variant and (
+        b.name in _EVA_SWEPT.values() if b.model_class == 'Eva'
+        else all(b.vit_args != BACKBONES[s].vit_args for s in _SWEPT)))
 FAMILIES = sorted(BACKBONES)
 
 
@@ -39,7 +43,7 @@ def test_registry_names_tags_and_aliases():
         for tag in tags:
             cfg, alias_cfg = (timm.models.get_pretrained_cfg(f'{long_name}.{tag}'),
                               timm.models.get_pretrained_cfg(f'{alias}.{tag}'))
-            assert cfg.hf_hub_id == alias_cfg.hf_hub_id and cfg.hf_hub_id.startswith('timm/vit_')
+            assert cfg.hf_hub_id == alias_cfg.hf_hub_id and cfg.hf_hub_id.startswith(('timm/vit_', 'timm/eva02_'))
         assert timm.models.get_pretrained_cfg(alias).tag == timm.models.get_pretrained_cfg(long_name).tag in tags
     for tag in ('openai', 'laion2b', 'datacompxl'):
         assert f'inti_vit_b16.{tag}' in timm.list_pretrained('inti_vit_b16.*')
@@ -125,7 +129,7 @@ def test_feature_info_features_only_and_intermediates():
 def test_timm_checks_per_family(family):
     """Forward, backward, forward_intermediates and features_only on a shrunken model of each family."""
     backbone = BACKBONES[family]
-    prefix = backbone.vit_args.get('reg_tokens', 0) + int(backbone.vit_args.get('class_token', True))
+    prefix = backbone.num_prefix_tokens
     model = tiny(f'inti_{backbone.alias}', num_classes=7, inti_after=(1,))
     assert model.num_prefix_tokens == prefix
     x = torch.randn(2, 3, 4, 32, 32)

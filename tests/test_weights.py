@@ -108,7 +108,7 @@ def test_model_cards_for_registered_variants(tmp_path):
     assert tool('cards')(['--out', str(tmp_path), '--models', 'inti_vit_l14_deep']) == 0
     card = (tmp_path / 'inti_vit_l14_deep.laion2b.md').read_text()
     assert 'after block 6 (8 -> 4 frames), after block 12 (4 -> 2 frames), after block 18 (2 -> 1 frames)' in card
-    assert 'GFLOPs per 8-frame clip: 305.4' in card  # as benchmarks/flops.py measures with fvcore
+    assert 'GFLOPs per 8-frame clip of 224x224 frames: 305.4' in card  # as benchmarks/flops.py measures
     assert 'An initialisation, not a trained video model' in card and 'timm/vit_large_patch14_clip_224.laion2b' in card
     assert 'inti_vit_l14_deep.laion2b' in card and '2408.06840' in card
     assert 'Temporal modules: none' in card
@@ -118,7 +118,7 @@ def test_model_card_of_a_temporal_variant_names_its_adapters(tmp_path):
     assert tool('cards')(['--out', str(tmp_path), '--models', 'inti_vit_b16_temporal']) == 0
     card = (tmp_path / 'inti_vit_b16_temporal.openai.md').read_text()
     assert 'adapter before every block (ST-Adapter style: bottleneck width 384, depthwise 3x1x1' in card
-    assert 'GFLOPs per 8-frame clip: 95.4' in card  # 37.2% below the same model with inti_after=()
+    assert 'GFLOPs per 8-frame clip of 224x224 frames: 95.4' in card  # 37.2% below inti_after=()
 
 
 def test_model_cards_of_the_new_clip_towers(tmp_path):
@@ -128,14 +128,68 @@ def test_model_cards_of_the_new_clip_towers(tmp_path):
         'inti_vit_b32.datacompxl.md', 'inti_vit_b32.laion2b.md', 'inti_vit_b32.openai.md', 'inti_vit_l14_336.openai.md']
     card = (tmp_path / 'inti_vit_l14_336.openai.md').read_text()
     assert 'patch 14, 336x336 frames' in card and 'timm/vit_large_patch14_clip_336.openai' in card
-    assert 'GFLOPs per 8-frame clip: 957.5' in card  # as benchmarks/flops.py counts with fvcore
-    # the default set: the CLIP backbones, whose cards describe a CLIP initialisation
+    assert 'GFLOPs per 8-frame clip of 336x336 frames: 957.5' in card  # as benchmarks/flops.py counts
+    # the default set: every registered model, each card worded for its family
     spec = importlib.util.spec_from_file_location('weights_cards', WEIGHTS / 'cards.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     CARD_MODELS = module.CARD_MODELS
     assert {'inti_vit_b16', 'inti_vit_b32_temporal', 'inti_vit_l14_336_deep'} <= set(CARD_MODELS)
-    assert not any('siglip' in m or 'dinov2' in m or 'augreg' in m for m in CARD_MODELS)
+    assert {'inti_vit_b16_siglip', 'inti_vit_b14_dinov2_deep', 'inti_vit_b16_pe', 'inti_vit_s16_dinov3',
+            'inti_vit_l14_eva02_temporal'} <= set(CARD_MODELS)
+
+
+@pytest.mark.parametrize('name, tower, licence, cited', [
+    ('inti_vit_b16_pe', 'Perception Encoder (PE-Core) image tower `timm/vit_pe_core_base_patch16_224.fb`',
+     'license: "apache-2.0"', '2504.13181'),
+    ('inti_vit_s16_dinov3', 'self-supervised DINOv3 image tower `timm/vit_small_patch16_dinov3.lvd1689m`',
+     'license_name: "dinov3-license"', '2508.10104'),
+    ('inti_vit_l14_eva02', 'EVA02-CLIP image tower `timm/eva02_large_patch14_clip_224.merged2b`',
+     'license: "mit"', '2303.15389'),
+    ('inti_vit_b14_dinov2', 'DINOv2 image tower (with registers) `timm/vit_base_patch14_reg4_dinov2.lvd142m`',
+     'license: "apache-2.0"', '2304.07193'),
+    ('inti_vit_b16_augreg', 'supervised ViT (AugReg, ImageNet-21k) `timm/vit_base_patch16_224.augreg2_in21k_ft_in1k`',
+     'license: "apache-2.0"', '2106.10270'),
+    ('inti_vit_b16_siglip', 'SigLIP image tower `timm/vit_base_patch16_siglip_224.v2_webli`', 'license: "apache-2.0"',
+     '2303.15343'),
+])
+def test_cards_word_each_family_its_own_way(tmp_path, name, tower, licence, cited):
+    assert tool('cards')(['--out', str(tmp_path), '--models', name]) == 0
+    card = sorted(tmp_path.iterdir())[0].read_text()
+    assert tower in card and licence in card and cited in card and '2408.06840' in card
+    assert 'CLIP image tower' not in card or 'eva02' in name  # EVA02-CLIP's is one
+
+
+def test_card_of_a_model_from_scratch_states_only_what_is_known(tmp_path):
+    """No tower, no licence, the GFLOPs of its own size: a width-64 model is not a CLIP tower (issue 23)."""
+    from timm_inti.flops import count_flops
+    from timm_inti.hub import model_card
+    model = timm.create_model('inti_vit_b16', **TINY_KWARGS).eval()
+    card = model_card(model, finetuned_on='a test set')
+    assert 'vit_base_patch16_clip_224' not in card and 'CLIP image tower' not in card
+    assert 'starting weights: unknown' in card and 'Licence: unknown' in card and 'license: "other"' in card
+    gflops = count_flops(model, torch.randn(1, 3, 8, 32, 32)).gflops
+    assert f'GFLOPs per 8-frame clip of 32x32 frames: {gflops:.1f}' in card
+    assert 'Origin of the weights: unknown' in model_card(model)
+
+
+def test_origin_is_recorded_when_hub_weights_load_and_carried_by_the_saved_config(hub_cache, tmp_path):
+    import timm_inti
+    image = timm.create_model('vit_pe_core_base_patch16_224', **TINY_KWARGS)
+    hub_cache('timm/vit_pe_core_base_patch16_224.fb', 'model.safetensors',
+              safetensors.torch.save({k: v.contiguous() for k, v in image.state_dict().items()}))
+    model = timm.create_model('inti_vit_b16_pe', pretrained=True, inti_after=(1,), **TINY_KWARGS)
+    assert timm_inti.hub.initialised_from(model) == 'timm/vit_pe_core_base_patch16_224.fb'
+    timm_inti.save_pretrained(model, tmp_path / 'saved', finetuned_on='a test set')
+    card = (tmp_path / 'saved' / 'README.md').read_text()
+    assert 'Fine-tuned on a test set, starting from the Perception Encoder (PE-Core) image tower' in card
+    assert 'Licence: apache-2.0' in card
+    loaded = timm.create_model(f'local-dir:{tmp_path / "saved"}', pretrained=True)
+    assert timm_inti.hub.initialised_from(loaded) == 'timm/vit_pe_core_base_patch16_224.fb'
+    # from a file, the source is not known: nothing is recorded
+    from_file = timm.create_model('inti_vit_b16_pe', pretrained=True, inti_after=(1,), **TINY_KWARGS,
+                                  pretrained_cfg_overlay=dict(file=str(tmp_path / 'saved' / 'model.safetensors')))
+    assert timm_inti.hub.initialised_from(from_file) is None
 
 
 def test_one_reader_for_training_checkpoints_and_weights_files(tmp_path):
@@ -162,3 +216,18 @@ def test_one_reader_for_training_checkpoints_and_weights_files(tmp_path):
         create_model_from_checkpoint(weights, 'inti_vit_b16', use_ema=True)
     with pytest.raises(timm_inti.CheckpointError, match='without its architecture'):
         create_model_from_checkpoint(weights)
+
+
+@pytest.mark.slow
+def test_convert_an_open_clip_pe_core_checkpoint(tmp_path, capsys):
+    """open_clip's PE-Core: timm's Eva inside ``visual.trunk``, the text tower beside it (dropped)."""
+    from test_zero_shot import open_clip_with_a_small_text_tower
+    clip = open_clip_with_a_small_text_tower('PE-Core-B-16')
+    source = tmp_path / 'open_clip_model.safetensors'
+    safetensors.torch.save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, source)
+    assert tool('convert')([str(source), '--model', 'inti_vit_b16_pe', '--out', str(tmp_path / 'out')]) == 0
+    assert 'max |difference|' in capsys.readouterr().err
+    x = torch.randn(1, 3, 1, 224, 224)
+    with torch.no_grad():
+        expected = clip.encode_image(x[:, :, 0])
+    torch.testing.assert_close(one_frame_output(tmp_path / 'out', x), expected, atol=1e-4, rtol=0)

@@ -105,3 +105,49 @@ def _with_head(head):
     model = timm.create_model('inti_vit_b16', **TINY_KWARGS)
     model.head = head
     return model
+
+
+# -- the Eva towers trained with text: PE-Core and EVA02-CLIP ----------------------------------
+
+def open_clip_with_a_small_text_tower(name):
+    """A random open_clip model: the full image tower (timm's Eva inside open_clip), a one-block text tower."""
+    import warnings
+    torch.manual_seed(0)
+    text_cfg = dict(open_clip.get_model_config(name)['text_cfg'], width=64, heads=2, layers=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return open_clip.create_model(name, pretrained=None, text_cfg=text_cfg).eval()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('video_name, clip_name', [('inti_vit_b16_pe', 'PE-Core-B-16'),
+                                                   ('inti_vit_b16_eva02', 'EVA02-B-16')])
+@torch.no_grad()
+def test_pe_and_eva02_zero_shot_scores_clips_as_open_clip_scores_images(video_name, clip_name, tmp_path):
+    """The whole open_clip checkpoint (image and text towers) loads through the checkpoint filter."""
+    model = open_clip_with_a_small_text_tower(clip_name)
+    path = tmp_path / 'open_clip_model.pt'
+    torch.save(model.state_dict(), path)
+    video = timm.create_model(video_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
+    assert text_tower_for(video)[0] == clip_name
+    tokenizer = open_clip.get_tokenizer(clip_name)
+    set_zero_shot_head(video, CLASSES, model, tokenizer, templates=['a video of {}.'])
+
+    x = torch.randn(2, 3, 1, 224, 224)
+    image = F.normalize(model.encode_image(x[:, :, 0]), dim=-1)
+    text = F.normalize(model.encode_text(tokenizer([f'a video of {c}.' for c in CLASSES])), dim=-1)
+    expected = model.logit_scale.exp() * image @ text.T
+    torch.testing.assert_close(video(x), expected, atol=1e-4, rtol=0)
+    assert video(x.expand(-1, -1, 8, -1, -1)).shape == (2, 3)
+
+
+def test_text_towers_of_the_eva_families():
+    with torch.device('meta'):
+        pe_l, eva02, dinov3 = (timm.create_model(n) for n in ('inti_vit_l14_336_pe', 'inti_vit_l14_eva02',
+                                                              'inti_vit_b16_dinov3'))
+        generic = timm_inti.create_video_model('vit_pe_core_base_patch16_224.fb')
+    assert text_tower_for(pe_l) == ('PE-Core-L-14-336', 'meta')
+    assert text_tower_for(eva02) == ('EVA02-L-14', 'merged2b_s4b_b131k')
+    assert text_tower_for(generic) == ('PE-Core-B-16', 'meta')  # by its image weights' Hub id
+    with pytest.raises(ValueError, match='no known text tower for DINOv3 ViT-B/16 weights.*image-only'):
+        text_tower_for(dinov3)

@@ -2,8 +2,8 @@
 
 ``import timm_inti`` registers the models with timm; then ``timm.create_model("inti_vit_b16")``
 and the ``hf-hub:`` / ``local-dir:`` names work as for timm's own models.
-``timm_inti.create_video_model`` turns any other timm ViT into a video model, and
-``timm_inti.predict_video(model, "clip.mp4")`` answers one file as ``timm-inti-predict`` does.
+``timm_inti.create_video_model`` turns any other timm ViT (``VisionTransformer`` or ``Eva``) into a video model,
+and ``timm_inti.predict_video(model, "clip.mp4")`` answers one file as ``timm-inti-predict`` does.
 """
 from .backbones import Backbone, Weights
 from .hub import push_to_hub, read_checkpoint, save_pretrained
@@ -11,6 +11,8 @@ from .inti import InTI, merged_num_frames
 from .vit import (
     MODEL_ALIASES,
     CheckpointError,
+    VideoEva,
+    VideoTransformerMixin,
     VideoVisionTransformer,
     checkpoint_filter_fn,
     create_video_model,
@@ -19,9 +21,10 @@ from .vit import (
 )
 
 __all__ = [
-    'Backbone', 'CheckpointError', 'InTI', 'MODEL_ALIASES', 'VideoVisionTransformer', 'Weights', 'checkpoint_filter_fn',
-    'create_video_model', 'merged_num_frames', 'push_to_hub', 'read_checkpoint', 'register_backbone',
-    'predict_video', 'resample_temporal_embed', 'save_pretrained',
+    'Backbone', 'CheckpointError', 'InTI', 'MODEL_ALIASES', 'VideoEva', 'VideoTransformerMixin',
+    'VideoVisionTransformer', 'Weights', 'checkpoint_filter_fn', 'create_video_model', 'merged_num_frames',
+    'predict_video', 'push_to_hub', 'read_checkpoint', 'register_backbone', 'resample_temporal_embed',
+    'save_pretrained',
 ]
 
 __version__ = '0.1.0'

@@ -1,11 +1,12 @@
 """ Backbones and their weights, as data (open_clip's configs-as-data, in one table).
 
-Every registered InTI model comes from one ``Backbone`` entry: the image ViT's arguments,
-its default InTI schedule (a quarter of the blocks) and, per pretrained tag, the image
-weights timm publishes (``Weights``: Hub id, MLP activation, normalisation, head width) and
-the open_clip text tower trained with them. ``timm_inti.vit`` generates the ``@register_model``
-entrypoints, the pretrained cfgs and the short aliases from this table, and
-``timm_inti.zero_shot`` finds text towers in it; nothing else lists backbones or tags.
+Every registered InTI model comes from one ``Backbone`` entry: the timm image class it is built on
+(``VisionTransformer`` or ``Eva``) and that class's arguments, its default InTI schedule (a quarter
+of the blocks) and, per pretrained tag, the image weights timm publishes (``Weights``: Hub id, MLP
+activation, normalisation, head width) and the open_clip text tower trained with them.
+``timm_inti.vit`` generates the ``@register_model`` entrypoints, the pretrained cfgs and the short
+aliases from this table, and ``timm_inti.zero_shot`` finds text towers in it; nothing else lists
+backbones or tags.
 
 Adding a backbone, or a tag, is one entry: append it to ``BACKBONES`` here, or pass a
 ``Backbone`` to ``timm_inti.register_backbone`` from your own code.
@@ -70,11 +71,16 @@ class Backbone:
         name: timm-style architecture name without the ``inti_`` prefix ("vit_base_patch16_clip_224").
         alias: Short name without the prefix ("vit_b16").
         description: Human name of the tower, for docstrings and cards ("CLIP ViT-B/16").
-        vit_args: Arguments of timm's ``VisionTransformer`` (patch size, width, depth, heads, norms,
-            prefix tokens, pooling).
+        vit_args: Arguments of the timm image class (patch size, width, depth, heads, norms,
+            prefix tokens, pooling; for ``Eva`` also the rotary embedding and MLP type).
         tags: Pretrained tag -> ``Weights``; the first tag is the default.
         img_size: Frame size the registered models are built for (the weights are resampled by
             timm's checkpoint filter if they were trained at another size).
+        model_class: The timm image class, by name: ``'VisionTransformer'``
+            (``timm.models.vision_transformer``) or ``'Eva'`` (``timm.models.eva``: Perception
+            Encoder, DINOv3, EVA02); ``timm_inti.vit`` maps it to its video class.
+        family: The kind of tower, for model cards: ``'clip'``, ``'siglip'``, ``'dinov2'``,
+            ``'augreg'``, ``'pe'``, ``'dinov3'`` or ``'eva02'``.
     """
     name: str
     alias: str
@@ -82,6 +88,14 @@ class Backbone:
     vit_args: Dict[str, Any]
     tags: Dict[str, Weights] = field(default_factory=dict)
     img_size: int = 224
+    model_class: str = 'VisionTransformer'
+    family: str = 'clip'
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Class token plus registers, whichever image class's argument names they use."""
+        args = self.vit_args
+        return int(args.get('class_token', True)) + args.get('reg_tokens', 0) + args.get('num_reg_tokens', 0)
 
     @property
     def depth(self) -> int:
@@ -130,6 +144,24 @@ def _openai(arch: str, text_model: str, **kwargs) -> Weights:
         f'timm/{arch}.openai', act_layer='quick_gelu', text_tower=(f'{text_model}-quickgelu', 'openai'), **kwargs)
 
 
+# timm's Eva arguments shared by a family (timm.models.eva's registrations, less the size)
+_PE_ARGS = dict(
+    mlp_ratio=4.0, global_pool='map', attn_type='rope', use_pre_transformer_norm=True, use_rot_pos_emb=True,
+    rope_grid_offset=1., rope_grid_indexing='xy', attn_pool_num_heads=8, attn_pool_mlp_ratio=4.,
+    norm_layer=partial(LayerNorm, eps=1e-5))
+_DINOV3_ARGS = dict(
+    dynamic_img_size=True, qkv_bias=False, init_values=1e-5, rope_type='dinov3', rope_temperature=100,
+    rope_rotate_half=True, use_rot_pos_emb=True, use_abs_pos_emb=False, num_reg_tokens=4, use_fc_norm=False,
+    norm_layer=partial(LayerNorm, eps=1e-5))
+_EVA02_CLIP_ARGS = dict(
+    qkv_fused=False, mlp_ratio=4 * 2 / 3, swiglu_mlp=True, scale_mlp=True, scale_attn_inner=True,
+    use_rot_pos_emb=True, ref_feat_shape=(16, 16), global_pool='token')
+
+
+def _dinov3(arch: str, tag: str, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD) -> Weights:
+    return Weights(f'timm/{arch}.{tag}', None, mean, std, num_classes=0, license='dinov3-license')
+
+
 BACKBONES: Dict[str, Backbone] = {b.name: b for b in [
     Backbone(
         'vit_base_patch16_clip_224', 'vit_b16', 'CLIP ViT-B/16',
@@ -174,6 +206,7 @@ BACKBONES: Dict[str, Backbone] = {b.name: b for b in [
     Backbone(
         'vit_base_patch16_siglip_224', 'vit_b16_siglip', 'SigLIP ViT-B/16',
         dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, class_token=False, global_pool='map'),
+        family='siglip',
         tags={
             'v2_webli': Weights(
                 'timm/vit_base_patch16_siglip_224.v2_webli', None, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD,
@@ -187,6 +220,7 @@ BACKBONES: Dict[str, Backbone] = {b.name: b for b in [
     Backbone(
         'vit_base_patch14_reg4_dinov2', 'vit_b14_dinov2', 'DINOv2 ViT-B/14 with registers',
         dict(patch_size=14, embed_dim=768, depth=12, num_heads=12, init_values=1e-5, reg_tokens=4, no_embed_class=True),
+        family='dinov2',
         tags={'lvd142m': Weights(
             'timm/vit_base_patch14_reg4_dinov2.lvd142m', None, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD,
             num_classes=0, license='apache-2.0')}),
@@ -194,6 +228,7 @@ BACKBONES: Dict[str, Backbone] = {b.name: b for b in [
     Backbone(
         'vit_base_patch16_224', 'vit_b16_augreg', 'ViT-B/16 (AugReg, ImageNet-21k)',
         dict(patch_size=16, embed_dim=768, depth=12, num_heads=12),
+        family='augreg',
         tags={
             'augreg2_in21k_ft_in1k': Weights(
                 'timm/vit_base_patch16_224.augreg2_in21k_ft_in1k', None, IMAGENET_INCEPTION_MEAN,
@@ -202,6 +237,48 @@ BACKBONES: Dict[str, Backbone] = {b.name: b for b in [
                 'timm/vit_base_patch16_224.augreg_in21k', None, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD,
                 num_classes=21843, crop_pct=0.9, license='apache-2.0'),
         }),
+    # timm's Eva class: 2-D rotary position embeddings (the same for every frame's patch grid).
+    # Perception Encoder (PE-Core): CLIP-style, an attention pool (per frame), then the projection (the head)
+    *[Backbone(
+        f'vit_pe_core_{size}_patch{patch}_{px}', alias, f'Perception Encoder PE-Core {human}',
+        dict(patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads, **_PE_ARGS,
+             ref_feat_shape=(ref, ref)),
+        tags={'fb': Weights(
+            f'timm/vit_pe_core_{size}_patch{patch}_{px}.fb', None, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
+            num_classes=proj, text_tower=(text, 'meta'), license='apache-2.0')},
+        img_size=px, model_class='Eva', family='pe')
+      for size, patch, px, alias, human, dim, depth, heads, ref, proj, text in [
+          ('base', 16, 224, 'vit_b16_pe', 'ViT-B/16', 768, 12, 12, 14, 1024, 'PE-Core-B-16'),
+          ('large', 14, 336, 'vit_l14_336_pe', 'ViT-L/14 at 336 px', 1024, 24, 16, 24, 1024, 'PE-Core-L-14-336'),
+          ('small', 16, 384, 'vit_s16_384_pe', 'ViT-S/16 at 384 px', 384, 12, 6, 24, 512, 'PE-Core-S-16-384'),
+          ('tiny', 16, 384, 'vit_t16_384_pe', 'ViT-T/16 at 384 px', 192, 12, 3, 24, 512, 'PE-Core-T-16-384'),
+      ]],
+    # DINOv3: self-supervised, a class token and 4 registers, no absolute position embedding; timm's default
+    # pooling (the mean of the patch tokens); trained at 256 px, registered at 224 (rope has no fixed grid)
+    *[Backbone(
+        f'vit_{size}_patch16_dinov3', alias, f'DINOv3 ViT-{letter}/16',
+        dict(patch_size=16, embed_dim=dim, depth=depth, num_heads=heads, **_DINOV3_ARGS),
+        tags={'lvd1689m': _dinov3(f'vit_{size}_patch16_dinov3', 'lvd1689m'), **(
+            {'sat493m': _dinov3(f'vit_{size}_patch16_dinov3', 'sat493m', (0.430, 0.411, 0.296), (0.213, 0.156, 0.143))}
+            if size == 'large' else {})},
+        model_class='Eva', family='dinov3')
+      for size, letter, alias, dim, depth, heads in [
+          ('small', 'S', 'vit_s16_dinov3', 384, 12, 6),
+          ('base', 'B', 'vit_b16_dinov3', 768, 12, 12),
+          ('large', 'L', 'vit_l16_dinov3', 1024, 24, 16),
+      ]],
+    # EVA02-CLIP: SwiGLU MLPs with a norm inside, a norm inside attention, class-token pooling, the projection
+    *[Backbone(
+        f'eva02_{size}_patch{patch}_clip_224', alias, f'EVA02-CLIP ViT-{letter}/{patch}',
+        dict(patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads, **_EVA02_CLIP_ARGS),
+        tags={'merged2b': Weights(
+            f'timm/eva02_{size}_patch{patch}_clip_224.merged2b', None, num_classes=proj, crop_pct=0.9,
+            text_tower=(text, text_tag))},
+        model_class='Eva', family='eva02')
+      for size, letter, patch, alias, dim, depth, heads, proj, text, text_tag in [
+          ('base', 'B', 16, 'vit_b16_eva02', 768, 12, 12, 512, 'EVA02-B-16', 'merged2b_s8b_b131k'),
+          ('large', 'L', 14, 'vit_l14_eva02', 1024, 24, 16, 768, 'EVA02-L-14', 'merged2b_s4b_b131k'),
+      ]],
 ]}
 
 

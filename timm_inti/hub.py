@@ -27,6 +27,7 @@ import shutil
 import tempfile
 import warnings
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
@@ -34,10 +35,11 @@ import torch
 import torch.nn as nn
 from timm.models import save_for_hf
 
+from .backbones import find_backbone, find_weights
 from .inti import merged_num_frames
 from .vit import CheckpointError
 
-__all__ = ['save_pretrained', 'push_to_hub', 'read_checkpoint', 'model_card']
+__all__ = ['save_pretrained', 'push_to_hub', 'read_checkpoint', 'model_card', 'initialised_from']
 
 _logger = logging.getLogger(__name__)
 
@@ -118,48 +120,121 @@ def _temporal_modules(model: nn.Module) -> str:
             f'{adapter.down.out_features}, depthwise {kernel} convolution over time x height x width)')
 
 
+@dataclass(frozen=True)
+class _TowerCard:
+    """How a card names an image tower family, what its head outputs, and whom to cite."""
+    tower: str
+    head: str
+    citation: str
+
+
+_TOWER_CARDS = {
+    'clip': _TowerCard(
+        'CLIP image tower', "The head is CLIP's image projection: outputs are CLIP image embeddings.",
+        'CLIP: Radford et al., "Learning Transferable Visual Models From Natural Language Supervision", '
+        'ICML 2021, https://arxiv.org/abs/2103.00020'),
+    'siglip': _TowerCard(
+        'SigLIP image tower', 'There is no head: the attention-pooled features are the SigLIP image embedding.',
+        'SigLIP: Zhai et al., "Sigmoid Loss for Language Image Pre-Training", ICCV 2023, '
+        'https://arxiv.org/abs/2303.15343; SigLIP 2: Tschannen et al., 2025, https://arxiv.org/abs/2502.14786'),
+    'dinov2': _TowerCard(
+        'self-supervised DINOv2 image tower (with registers)', 'There is no head: outputs are DINOv2 features.',
+        'DINOv2: Oquab et al., "DINOv2: Learning Robust Visual Features without Supervision", TMLR 2024, '
+        'https://arxiv.org/abs/2304.07193; registers: Darcet et al., "Vision Transformers Need Registers", '
+        'ICLR 2024, https://arxiv.org/abs/2309.16588'),
+    'augreg': _TowerCard(
+        'supervised ViT (AugReg, ImageNet-21k)', 'The head is the image classifier of the weights.',
+        'AugReg: Steiner et al., "How to train your ViT? Data, Augmentation, and Regularization in Vision '
+        'Transformers", TMLR 2022, https://arxiv.org/abs/2106.10270'),
+    'pe': _TowerCard(
+        'Perception Encoder (PE-Core) image tower',
+        "The head is PE's image projection, after its attention pool: outputs are PE-Core image embeddings.",
+        'Perception Encoder: Bolya et al., "Perception Encoder: The best visual embeddings are not at the output '
+        'of the network", 2025, https://arxiv.org/abs/2504.13181'),
+    'dinov3': _TowerCard(
+        'self-supervised DINOv3 image tower', 'There is no head: outputs are DINOv3 features (mean of patch tokens).',
+        'DINOv3: Siméoni et al., "DINOv3", 2025, https://arxiv.org/abs/2508.10104'),
+    'eva02': _TowerCard(
+        'EVA02-CLIP image tower', "The head is EVA02-CLIP's image projection: outputs are its image embeddings.",
+        'EVA-CLIP: Sun et al., "EVA-CLIP: Improved Training Techniques for CLIP at Scale", 2023, '
+        'https://arxiv.org/abs/2303.15389'),
+}
+_HUB_LICENCES = ('mit', 'apache-2.0')  # licences the Hub's front matter names; others are 'other' plus a name
+_HUB_URL = 'https://huggingface.co/'
+
+
+def initialised_from(model: nn.Module) -> Optional[str]:
+    """The Hub id of the published image weights ``model`` was built from, or None when that is not known.
+
+    Known only when the model (or the model it was saved from) loaded an image tower from the Hub
+    under a pretrained tag: ``timm_inti.vit``'s checkpoint filter then records it as the cfg's
+    ``origin_url``, which ``config.json`` carries. A model built without weights, or from a file, has none.
+    """
+    origin = (getattr(model, 'pretrained_cfg', None) or {}).get('origin_url') or ''
+    return origin[len(_HUB_URL):] if origin.startswith(_HUB_URL) else None
+
+
 def model_card(
         model: nn.Module,
         label_names: Optional[Sequence[str]] = None,
         finetuned_on: Optional[str] = None,
         description: Optional[str] = None,
         load_as: str = 'hf-hub:ORG/NAME',
+        origin: Optional[str] = None,
 ) -> str:
-    """A Hub model card (README.md) for an InTI video model.
+    """A Hub model card (README.md) for an InTI video model, stating only what is known.
 
     Args:
         label_names: The classes of a fine-tuned head.
         load_as: The name ``timm.create_model`` loads it by, for the usage example.
-        finetuned_on: The data the weights were fine-tuned on; None states that they are an
-            initialisation from CLIP image weights, with InTI layers and temporal parts untrained.
+        finetuned_on: The data the weights were fine-tuned on, when given.
+        origin: The Hub id of the image weights the model starts from; by default the one the
+            model's cfg records (``initialised_from``). Without one, the card names no tower and no
+            licence ("unknown").
     """
     from .flops import formula_flops  # fvcore loads only when a card is written
     cfg = model.pretrained_cfg
     arch = cfg.get('architecture', type(model).__name__)
-    source = cfg.get('hf_hub_id') or cfg.get('tag') or 'CLIP'
+    origin = origin or initialised_from(model)
+    known = find_weights(origin)  # (backbone, tag, weights) of a tower in the table
+    found = find_backbone(arch) if arch else None
+    backbone = known[0] if known else found[0] if found else None
+    family = _TOWER_CARDS.get(backbone.family) if backbone else None
     frames = model.num_frames
-    flops = formula_flops(model, frames)
+    height, width = model.patch_embed.img_size
+    flops = formula_flops(model, frames, (height, width))  # the closed form, equal to fvcore's count
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    licence = cfg.get('license') or 'other'
+    licence = (known[2].license if known else cfg.get('license')) if origin else None
+    tower = f'the {family.tower} `{origin}`' if origin and family else f'the image weights `{origin}`'
+
     if finetuned_on:
-        origin = (f'Fine-tuned on {finetuned_on}, starting from the CLIP image tower `{source}`. '
-                  f'The head predicts {len(label_names or []) or model.num_classes} classes.')
+        start = f'starting from {tower}' if origin else 'starting weights: unknown'
+        classes = len(label_names or []) or model.num_classes
+        weights_text = f'Fine-tuned on {finetuned_on}, {start}. The head predicts {classes} classes.'
+    elif origin:
+        head = f' {family.head}' if family and model.num_classes == cfg.get('num_classes') else ''
+        weights_text = (
+            f'**An initialisation, not a trained video model.** The transformer weights are {tower}, '
+            f'unchanged; the InTI layers start as an exact average of each frame pair, the temporal embedding '
+            f'and any temporal modules at zero, so before fine-tuning the model is temporal average pooling '
+            f'of the tower\'s per-frame features.{head}')
     else:
-        origin = (f'**An initialisation, not a trained video model.** The ViT weights are the CLIP image tower '
-                  f'`{source}`, unchanged; the InTI layers start as an exact average of each frame pair, the '
-                  f'temporal embedding and any temporal modules at zero, so before fine-tuning the model is '
-                  f'temporal average pooling of '
-                  f'CLIP features. The head is CLIP\'s image projection: outputs are CLIP image embeddings.')
+        weights_text = ('Origin of the weights: unknown (not built from published image weights, or their '
+                        'source was not recorded). Training data: unknown.')
     front = {
         'library_name': 'timm',
-        'license': licence,
+        'license': licence if licence in _HUB_LICENCES else 'other',
+        **({'license_name': licence} if licence and licence not in _HUB_LICENCES else {}),
         'pipeline_tag': 'video-classification',
-        'tags': ['timm', 'timm-inti', 'video-classification', 'inti', 'clip'],
+        'tags': ['timm', 'timm-inti', 'video-classification', 'inti', *([backbone.family] if backbone else [])],
     }
     labels = ''
     if label_names:
         shown = ', '.join(label_names[:20]) + (f', ... ({len(label_names)} in all)' if len(label_names) > 20 else '')
         labels = f'\n## Classes\n\n{shown}\n'
+    kind = 'Eva-class ViT (2-D rotary position embeddings)' if hasattr(model, 'rope') else 'ViT'
+    tower_name = backbone.description if backbone and (origin or found) else 'Vision Transformer'
+    citations = [f'- The image tower: {family.citation}'] if family and origin else []
     lines = [
         '---',
         *(f'{k}: {json.dumps(v)}' for k, v in front.items()),
@@ -167,27 +242,28 @@ def model_card(
         '',
         f'# {arch}',
         '',
-        description or ('A CLIP Vision Transformer for video with InTI (Inter-frame Token Interpolation) '
-                        'layers, built with timm-inti on timm.'),
+        description or (f'A {tower_name} for video with InTI (Inter-frame Token Interpolation) layers, built '
+                        f'with timm-inti on timm.'),
         '',
         '## Model details',
         '',
-        f'- Architecture: ViT, {len(model.blocks)} blocks, width {model.embed_dim}, patch '
-        f'{model.patch_embed.patch_size[0]}, {model.patch_embed.img_size[0]}x{model.patch_embed.img_size[1]} frames',
+        f'- Architecture: {kind}, {len(model.blocks)} blocks, width {model.embed_dim}, patch '
+        f'{model.patch_embed.patch_size[0]}, {height}x{width} frames',
         f'- InTI schedule: {_schedule(model)}',
         f'- Temporal modules: {_temporal_modules(model)}',
         f'- Clip length: {frames} frames (other lengths work; the temporal embedding is resampled)',
         f'- Parameters: {params:.1f} M',
-        f'- GFLOPs per {frames}-frame clip: {flops.gflops:.1f} (10^9 multiply-adds, one view, attention included; '
-        f'InTI layers {100 * flops.inti_share:.2f}% of it)',
+        f'- GFLOPs per {frames}-frame clip of {height}x{width} frames: {flops.gflops:.1f} (10^9 multiply-adds, '
+        f'one view, attention included; InTI layers {100 * flops.inti_share:.2f}% of it)',
         f'- Input: float clips (B, C, T, H, W), normalised with mean {tuple(round(m, 4) for m in cfg.get("mean", ()))} '
         f'and std {tuple(round(s, 4) for s in cfg.get("std", ()))}',
         '',
         '## Weights',
         '',
-        origin,
+        weights_text,
         '',
-        f'Licence: {licence}, as the weights it derives from.',
+        f'Licence: {licence}, as the weights it derives from.' if licence else
+        'Licence: unknown (that of the weights it was trained from, which are not recorded).',
         labels,
         '## Use',
         '',
@@ -203,8 +279,9 @@ def model_card(
         '',
         '## Citation',
         '',
-        f'InTI is from "{PAPER}" ({PAPER_URL}). The paper\'s code is not public; this model '
+        f'- InTI: "{PAPER}" ({PAPER_URL}). The paper\'s code is not public; this model '
         'is an independent implementation, and its weight network is this project\'s design.',
+        *citations,
         '',
         '```bibtex',
         CITATION,

@@ -17,14 +17,17 @@ this project").
   * the head sees the per-frame pooled tokens (class tokens for CLIP, SigLIP's attention
     pool) averaged over the frames that remain.
 
-The blocks, patch embedding, norms, pooling and checkpoint conversion are timm's own:
-``VideoVisionTransformer`` subclasses timm's ``VisionTransformer`` and only adds time.
-With InTI layers at their averaging init and a zero temporal embedding, a model initialised
-from image weights equals the image model on a one-frame clip.
+The blocks, patch embedding, norms, pooling and checkpoint conversion are timm's own. The time
+handling is written once, in ``VideoTransformerMixin``, and mixed into two timm image classes:
+``VideoVisionTransformer`` (timm's ``VisionTransformer``: CLIP, SigLIP, DINOv2, AugReg) and
+``VideoEva`` (timm's ``Eva``: Perception Encoder, DINOv3, EVA02, with 2-D rotary embeddings that
+are the same for every frame's patch grid); each class only says how a frame is embedded and
+how a block is called. With InTI layers at their averaging init and a zero temporal embedding,
+a model initialised from image weights equals the image model on a one-frame clip.
 
-Below the model: the checkpoint filter, ``create_video_model`` (any timm ``VisionTransformer``
-with its own weights and cfg becomes a video model), and the registrations, generated from
-the backbone table in ``timm_inti.backbones``.
+Below the models: the checkpoint filter, ``create_video_model`` (any timm ``VisionTransformer`` or
+``Eva`` with its own weights and cfg becomes a video model), and the registrations, generated
+from the backbone table in ``timm_inti.backbones``.
 """
 import operator
 import pickle
@@ -45,6 +48,8 @@ from timm.models import (
 )
 from timm.models._features import feature_take_indices
 from timm.models._input import update_model_args
+from timm.models.eva import Eva
+from timm.models.eva import checkpoint_filter_fn as _eva_checkpoint_filter_fn
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as _vit_checkpoint_filter_fn
 
@@ -53,7 +58,8 @@ from .inti import InTI, Weighting, merged_num_frames
 from .temporal import STAdapter
 
 __all__ = [
-    'VideoVisionTransformer', 'CheckpointError', 'MODEL_ALIASES', 'checkpoint_filter_fn', 'create_video_model',
+    'VideoTransformerMixin', 'VideoVisionTransformer', 'VideoEva', 'CheckpointError', 'MODEL_ALIASES',
+    'checkpoint_filter_fn', 'create_video_model',
     'register_backbone',
     'resample_temporal_embed',
 ]
@@ -97,10 +103,17 @@ def _check_schedule(inti_after: Any, depth: int) -> Tuple[int, ...]:
     return schedule
 
 
-class VideoVisionTransformer(VisionTransformer):
-    """ A per-frame ViT for clips (B, C, T, H, W) with InTI layers between blocks.
+class VideoTransformerMixin:
+    """ The time handling of a per-frame video transformer, shared by every image class it is mixed into.
 
-    Every argument of timm's ``VisionTransformer`` is accepted and means the same, plus:
+    Mixed in before a timm image transformer (``VisionTransformer``, ``Eva``): clips (B, C, T, H, W)
+    are embedded per frame, get a temporal position embedding, run through the image blocks as a
+    batch of frames with InTI layers merging frames between blocks, and are pooled per frame by
+    the image class's own pooling, then averaged over the frames that remain. The image class
+    supplies two hooks: ``_embed_frames`` (frames -> tokens with every position embedding, plus
+    what its blocks need, e.g. a rotary embedding) and ``_run_block``.
+
+    Every argument of the image class is accepted and means the same, plus:
 
     Args:
         num_frames: Clip length the temporal embedding is learned for; other lengths work
@@ -266,24 +279,29 @@ class VideoVisionTransformer(VisionTransformer):
     def _temporal_embed(self, num_frames: int) -> torch.Tensor:
         return resample_temporal_embed(self.temporal_embed, num_frames)
 
-    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int], bool]:
-        """Clip -> tokens (B, T, N, D) with spatial and temporal position embeddings, and the patch grid."""
+    def _embed_frames(self, x: torch.Tensor, batch: int) -> Tuple[torch.Tensor, Any]:
+        """Frames ((B T), C, H, W) -> tokens (B, T, N, D) with every position embedding, and what the blocks need."""
+        raise NotImplementedError
+
+    def _run_block(self, index: int, x: torch.Tensor, block_args: Any) -> torch.Tensor:
+        """Image block ``index`` on a batch of frames ((B T), N, D)."""
+        raise NotImplementedError
+
+    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int], bool, Any]:
+        """Clip -> tokens (B, T, N, D) with spatial and temporal position embeddings, the patch grid, whether it
+        was an image batch, and what the blocks need besides the tokens (the rotary embedding of the grid)."""
         x, is_image = self._as_clip(x)
         batch, _, frames, height, width = x.shape
         grid_size = self.patch_embed.dynamic_feat_size((height, width))
-        x = self.patch_embed(rearrange(x, 'b c t h w -> (b t) c h w'))
-        x = self._pos_embed(x)  # timm: prefix tokens + spatial position embedding
-        x = rearrange(x, '(b t) n d -> b t n d', b=batch) + self._temporal_embed(frames)
-        x = self.patch_drop(x)
-        x = self.norm_pre(x)
-        return x, grid_size, is_image
+        x, block_args = self._embed_frames(rearrange(x, 'b c t h w -> (b t) c h w'), batch)
+        return x, grid_size, is_image, block_args
 
-    def _block(self, index: int, x: torch.Tensor, grid_size: Tuple[int, int]) -> torch.Tensor:
+    def _block(self, index: int, x: torch.Tensor, grid_size: Tuple[int, int], block_args: Any = None) -> torch.Tensor:
         """Block ``index`` (after its adapter, if any) on tokens (B, T, N, D), as a batch of frames."""
         if self.adapters is not None:
             x = self.adapters[index](x, grid_size)
         batch = x.shape[0]
-        x = self.blocks[index](rearrange(x, 'b t n d -> (b t) n d'))
+        x = self._run_block(index, rearrange(x, 'b t n d -> (b t) n d'), block_args)
         return rearrange(x, '(b t) n d -> b t n d', b=batch)
 
     def _forward_blocks(
@@ -292,18 +310,21 @@ class VideoVisionTransformer(VisionTransformer):
             grid_size: Tuple[int, int],
             take_indices: Sequence[int] = (),
             num_blocks: Optional[int] = None,
+            block_args: Any = None,
     ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Run the blocks, merging frames after the InTI positions.
 
         Tokens (B, T, N, D) in and out; blocks see them as a batch of frames ((B T), N, D).
-        Returns the output and the outputs of the blocks in ``take_indices``.
+        Returns the output and the outputs of the blocks in ``take_indices``. ``block_args`` (a rotary
+        embedding of the patch grid) is the same for every frame, so it stays valid after a merge: InTI merges
+        tokens of the same grid position.
         """
         intermediates = []
         for i in range(len(self.blocks) if num_blocks is None else num_blocks):
             if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint(self._block, i, x, grid_size)
+                x = checkpoint(self._block, i, x, grid_size, block_args)
             else:
-                x = self._block(i, x, grid_size)
+                x = self._block(i, x, grid_size, block_args)
             if i in take_indices:
                 intermediates.append(x)
             if str(i + 1) in self.inti:
@@ -312,8 +333,8 @@ class VideoVisionTransformer(VisionTransformer):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) -> normalised tokens (B, T', N, D); (B, C, H, W) -> (B, N, D)."""
-        x, grid_size, is_image = self._embed(x)
-        x, _ = self._forward_blocks(x, grid_size)
+        x, grid_size, is_image, block_args = self._embed(x)
+        x, _ = self._forward_blocks(x, grid_size, block_args=block_args)
         x = self.norm(x)
         return x.squeeze(1) if is_image else x
 
@@ -367,9 +388,9 @@ class VideoVisionTransformer(VisionTransformer):
         if output_fmt not in ('NCHW', 'NLC'):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
         take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        x, (height, width), is_image = self._embed(x)
+        x, (height, width), is_image, block_args = self._embed(x)
         num_blocks = max_index + 1 if stop_early else None
-        x, intermediates = self._forward_blocks(x, (height, width), take_indices, num_blocks)
+        x, intermediates = self._forward_blocks(x, (height, width), take_indices, num_blocks, block_args)
 
         if norm:
             intermediates = [self.norm(y) for y in intermediates]
@@ -403,6 +424,47 @@ class VideoVisionTransformer(VisionTransformer):
         return take_indices
 
 
+class VideoVisionTransformer(VideoTransformerMixin, VisionTransformer):
+    """ A per-frame timm ``VisionTransformer`` (CLIP, SigLIP, DINOv2, AugReg) for clips (B, C, T, H, W), with InTI.
+
+    Arguments: those of timm's ``VisionTransformer`` plus the video ones of ``VideoTransformerMixin``.
+    """
+    image_checkpoint_filter = staticmethod(_vit_checkpoint_filter_fn)
+
+    def _embed_frames(self, x: torch.Tensor, batch: int) -> Tuple[torch.Tensor, None]:
+        x = self._pos_embed(self.patch_embed(x))  # timm: prefix tokens + spatial position embedding
+        x = rearrange(x, '(b t) n d -> b t n d', b=batch)
+        x = x + self._temporal_embed(x.shape[1])
+        x = self.patch_drop(x)
+        return self.norm_pre(x), None
+
+    def _run_block(self, index: int, x: torch.Tensor, block_args: None) -> torch.Tensor:
+        return self.blocks[index](x)
+
+
+class VideoEva(VideoTransformerMixin, Eva):
+    """ A per-frame timm ``Eva`` (Perception Encoder, DINOv3, EVA02) for clips (B, C, T, H, W), with InTI.
+
+    Every frame's patch grid gets the same 2-D rotary embedding, computed once per forward pass; the
+    class token and registers are handled as in ``VideoVisionTransformer``, and an attention pool (PE)
+    pools every frame before the frames are averaged. Arguments: those of timm's ``Eva`` plus the
+    video ones of ``VideoTransformerMixin``. timm's ``attn_mask`` / ``is_causal`` are not supported.
+    """
+    image_checkpoint_filter = staticmethod(_eva_checkpoint_filter_fn)
+
+    def _embed_frames(self, x: torch.Tensor, batch: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        x, rope = self._pos_embed(self.patch_embed(x))  # timm: prefix tokens, position embeddings, rope
+        x = rearrange(x, '(b t) n d -> b t n d', b=batch)
+        x = x + self._temporal_embed(x.shape[1])
+        return self.norm_pre(x), rope
+
+    def _run_block(self, index: int, x: torch.Tensor, block_args: Optional[torch.Tensor]) -> torch.Tensor:
+        rope = block_args
+        if rope is not None and self.rope_mixed:
+            rope = rope[index]  # one rotary embedding per block
+        return self.blocks[index](x, rope=rope)
+
+
 def _weights_source(pretrained_cfg: Dict[str, Any]) -> str:
     """Where timm loads pretrained weights from, for error messages (order as timm resolves it)."""
     if pretrained_cfg.get('source') == 'hf-hub' and pretrained_cfg.get('hf_hub_id'):
@@ -421,7 +483,7 @@ def _key_list(keys: List[str], limit: int = 8) -> str:
     return ', '.join(keys[:limit]) + more
 
 
-def _check_fits(state_dict: Dict[str, torch.Tensor], model: VideoVisionTransformer) -> None:
+def _check_fits(state_dict: Dict[str, torch.Tensor], model: VideoTransformerMixin) -> None:
     """Refuse a converted checkpoint that would load partially, naming the source and the keys."""
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     expected = model.state_dict()
@@ -455,16 +517,17 @@ def _check_fits(state_dict: Dict[str, torch.Tensor], model: VideoVisionTransform
         raise CheckpointError(f'{_weights_source(cfg)} does not fit {arch}: ' + '; '.join(problems))
 
 
-def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VideoVisionTransformer) -> Dict[str, torch.Tensor]:
+def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VideoTransformerMixin) -> Dict[str, torch.Tensor]:
     """Map a checkpoint onto a video model, refusing anything that would load partially.
 
-    Accepts a CLIP image tower in timm, OpenAI or open_clip format (converted by timm's ViT
-    filter, which also resamples position and patch embeddings), or a video checkpoint of
-    this model family (its temporal embedding is resampled to ``model.num_frames``).
+    Accepts an image tower in any format timm's filter of the image class reads (ViT: timm, OpenAI
+    or open_clip CLIP; Eva: timm, open_clip, Meta's PE and DINOv3 releases; the filter also resamples
+    position and patch embeddings), or a video checkpoint of this model family (its temporal
+    embedding is resampled to ``model.num_frames``).
     An image tower leaves the InTI layers at their averaging init and the temporal
     embedding at zero.
     """
-    state_dict = _vit_checkpoint_filter_fn(state_dict, model)
+    state_dict = model.image_checkpoint_filter(state_dict, model)
     if 'temporal_embed' in state_dict:
         state_dict['temporal_embed'] = resample_temporal_embed(state_dict['temporal_embed'], model.num_frames)
     else:
@@ -472,13 +535,32 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VideoVision
             if k.startswith(model.video_only_prefixes):
                 state_dict[k] = v
     _check_fits(state_dict, model)
+    _record_origin(model)
     return state_dict
 
 
-def _create_inti_vit(variant: str, pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
+def _record_origin(model: nn.Module) -> None:
+    """After image weights load from the Hub under a pretrained tag, record where they came from.
+
+    timm's cfg field ``origin_url`` (the Hub page of the image weights) is what ``config.json`` carries,
+    so the model cards of this model and of models saved from it name their tower and licence
+    (``timm_inti.hub.initialised_from``); weights from a file or a state dict record nothing.
+    """
+    cfg = getattr(model, 'pretrained_cfg', None)
+    if isinstance(cfg, dict) and _weights_source(cfg).startswith('hf-hub:') and not cfg.get('origin_url'):
+        cfg['origin_url'] = f"https://huggingface.co/{cfg['hf_hub_id']}"
+
+
+# the video class of each timm image class (the backbone table names the image class)
+VIDEO_CLASSES: Dict[type, type] = {VisionTransformer: VideoVisionTransformer, Eva: VideoEva}
+_VIDEO_CLASS_BY_NAME = {image_cls.__name__: video_cls for image_cls, video_cls in VIDEO_CLASSES.items()}
+
+
+def _create_inti_vit(variant: str, pretrained: bool = False, **kwargs) -> VideoTransformerMixin:
     out_indices = kwargs.pop('out_indices', 3)
     cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
     found = find_backbone(variant)
+    model_cls = _VIDEO_CLASS_BY_NAME[found[0].model_class] if found is not None else VideoVisionTransformer
     if 'act_layer' not in kwargs and found is not None:
         # the activation follows the weights a tag loads, not the architecture name
         act_layer = found[0].weights(cfg.tag).act_layer
@@ -486,7 +568,7 @@ def _create_inti_vit(variant: str, pretrained: bool = False, **kwargs) -> VideoV
             kwargs['act_layer'] = act_layer
     try:
         model = build_model_with_cfg(
-            VideoVisionTransformer,
+            model_cls,
             variant,
             pretrained,
             pretrained_filter_fn=checkpoint_filter_fn,
@@ -503,50 +585,52 @@ def _create_inti_vit(variant: str, pretrained: bool = False, **kwargs) -> VideoV
     return model
 
 
-# The generic path: any timm VisionTransformer checkpoint as a video model
+# The generic path: any timm VisionTransformer or Eva checkpoint as a video model
 
 _VIDEO_KWARGS = (
     'num_frames', 'inti_after', 'inti_hidden_dim', 'inti_kernel_sizes', 'inti_global_context', 'inti_weighting',
     'adapter_dim', 'adapter_kernel_size',
 )
-# what VideoVisionTransformer replaces; a subclass of timm's ViT that overrides one of these
+# what the video classes replace; a subclass of timm's ViT or Eva that overrides one of these
 # computes something the video model would silently drop
 _VIDEO_METHODS = ('forward', 'forward_features', 'forward_head', 'forward_intermediates', 'prune_intermediate_layers')
 
 
 def _video_class(cls: type, model_name: str) -> type:
     """The video class for timm image class ``cls``, or a TypeError naming the supported classes."""
-    if issubclass(cls, VideoVisionTransformer):
+    if issubclass(cls, VideoTransformerMixin):
         return cls
-    if cls is VisionTransformer:
-        return VideoVisionTransformer
-    overridden = [m for m in _VIDEO_METHODS
-                  if issubclass(cls, VisionTransformer) and getattr(cls, m) is not getattr(VisionTransformer, m)]
-    if not issubclass(cls, VisionTransformer) or overridden:
-        why = f'overrides {", ".join(overridden)}' if overridden else 'is not a timm VisionTransformer'
+    if cls in VIDEO_CLASSES:
+        return VIDEO_CLASSES[cls]
+    base = next((b for b in VIDEO_CLASSES if issubclass(cls, b)), None)
+    overridden = [m for m in _VIDEO_METHODS if base is not None and getattr(cls, m) is not getattr(base, m)]
+    if base is None or overridden:
+        why = f'overrides {", ".join(overridden)}' if overridden else 'is neither a timm VisionTransformer nor Eva'
         raise TypeError(
             f'{model_name} is a {cls.__module__}.{cls.__name__}, which {why}: timm_inti turns models of class '
-            f'timm.models.vision_transformer.VisionTransformer (or a subclass that keeps its forward methods) into '
-            f'video models; the Eva family (EVA02, Perception Encoder) and other classes are not supported')
-    return type(f'Video{cls.__name__}', (VideoVisionTransformer, cls), {'__module__': cls.__module__})
+            f'timm.models.vision_transformer.VisionTransformer or timm.models.eva.Eva (or a subclass that keeps '
+            f'their forward methods) into video models; other classes are not supported')
+    return type(f'Video{cls.__name__}', (VIDEO_CLASSES[base], cls), {'__module__': cls.__module__})
 
 
-def create_video_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> VideoVisionTransformer:
+def create_video_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> VideoTransformerMixin:
     """Any timm ViT as a video model with InTI, with its own pretrained weights and cfg.
 
     ``model_name`` is what ``timm.create_model`` takes: a registered InTI model
-    (``"inti_vit_b16.laion2b"``), or any timm model of class ``VisionTransformer`` with an optional
-    tag (``"vit_base_patch16_siglip_224.v2_webli"``), or ``hf-hub:`` / ``local-dir:`` names of either,
-    including video models saved by ``timm_inti.save_pretrained``.
+    (``"inti_vit_b16.laion2b"``), or any timm model of class ``VisionTransformer`` or ``Eva`` with an
+    optional tag (``"vit_base_patch16_siglip_224.v2_webli"``, ``"vit_pe_core_large_patch14_336.fb"``),
+    or ``hf-hub:`` / ``local-dir:`` names of either, including video models saved by
+    ``timm_inti.save_pretrained``.
 
     timm builds the image model with its own arguments and pretrained cfg (mean, std, size,
-    pooling, head); the video parts are added (timm's ViT class becomes ``VideoVisionTransformer``,
-    ToMe-style), and ``pretrained=True`` loads the weights through timm's loader and this module's
-    checkpoint filter, so image towers and video checkpoints both load, and partial loads are refused.
+    pooling, head); the video parts are added (timm's ViT class becomes ``VideoVisionTransformer``, its
+    Eva class ``VideoEva``, ToMe-style), and ``pretrained=True`` loads the weights through timm's loader and
+    this module's checkpoint filter, so image towers and video checkpoints both load, and partial loads are
+    refused.
 
     Args:
         pretrained: Load the weights of the cfg (the tag's Hub repository, or ``pretrained_cfg_overlay``'s file).
-        **kwargs: The video arguments of ``VideoVisionTransformer`` (``num_frames``, ``inti_after``
+        **kwargs: The video arguments of ``VideoTransformerMixin`` (``num_frames``, ``inti_after``
             (default: one InTI layer after a quarter of the blocks), ``inti_*``, ``adapter_*``); the
             rest go to ``timm.create_model`` (``num_classes``, ``img_size``, ``pretrained_cfg_overlay``, ...).
     """
@@ -580,10 +664,14 @@ def create_video_model(model_name: str, pretrained: bool = False, **kwargs: Any)
     else:
         model = timm.create_model(model_name, pretrained=False, **kwargs)
     model.__class__ = _video_class(type(model), model_name)
+    if not source:
+        # timm's cfgs may name an origin of their own; the card's origin is recorded when weights load
+        model.pretrained_cfg.pop('origin_url', None)
     param = next(model.parameters())
     video_kwargs.setdefault('inti_after', (max(len(model.blocks) // 4, 1),))
+    patch_drop = getattr(model, 'patch_drop', None)
     model._init_video_parts(
-        **video_kwargs, patch_drop_rate=float(getattr(model.patch_drop, 'prob', 0.) or 0.),
+        **video_kwargs, patch_drop_rate=float(getattr(patch_drop, 'prob', 0.) or 0.),
         device=param.device, dtype=param.dtype)
     update_model_args(model, **{k: list(v) if isinstance(v, tuple) else v for k, v in video_kwargs.items()})
     if pretrained:
@@ -634,7 +722,7 @@ def _describe(backbone: Backbone, variant: str) -> str:
 
 def _entrypoint(name: str, backbone: Backbone, variant: str, doc: str):
     """A real module-level entrypoint function, as timm's registry needs (it looks up this module's default_cfgs)."""
-    def entrypoint(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
+    def entrypoint(pretrained: bool = False, **kwargs) -> VideoTransformerMixin:
         return _create_inti_vit(name, pretrained=pretrained, **dict(backbone.model_args(variant), **kwargs))
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = __name__

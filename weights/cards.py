@@ -1,10 +1,12 @@
-"""Write the model cards of the registered CLIP variants (CLIP initialisations) to weights/cards/.
+"""Write the model cards of the registered models (initialisations from their image towers) to weights/cards/.
 
-    python weights/cards.py
+    python weights/cards.py [--models inti_vit_b16_pe inti_vit_s16_dinov3 ...]
 
-One card per model and pretrained tag, as README.md of a Hub repository would hold it:
-architecture, InTI schedule, GFLOPs (the closed-form model, which matches fvcore), the
-weights' origin and licence, and the citation.
+One card per model and pretrained tag, as README.md of a Hub repository would hold it for the
+model ``timm.create_model("<name>.<tag>", pretrained=True)`` builds: architecture, InTI schedule,
+GFLOPs at the model's input size (the closed-form model, which equals fvcore's count), the image
+weights the tag loads, their licence, and the citations of InTI and of the tower's family (CLIP,
+SigLIP, DINOv2, AugReg, Perception Encoder, DINOv3, EVA02-CLIP).
 """
 import argparse
 import sys
@@ -18,10 +20,8 @@ from timm_inti.backbones import BACKBONES
 from timm_inti.cli import UsageError, add_debug_argument, command
 from timm_inti.hub import model_card
 
-# timm_inti.hub.model_card describes a CLIP initialisation (CLIP image tower, CLIP's projection as the
-# head): cards for the CLIP backbones of the table; the other families need a backbone-neutral card
-CARD_MODELS = [alias for b in BACKBONES.values() if b.description.startswith('CLIP ')
-               for _, alias, _ in b.model_names()]
+# every registered model of the table; each card words its tower, licence and citation by the family
+CARD_MODELS = [alias for b in BACKBONES.values() for _, alias, _ in b.model_names()]
 
 
 @command('cards.py')
@@ -42,7 +42,8 @@ def main(argv=None):
             with torch.device('meta'):  # the card needs shapes, not weights
                 model = timm.create_model(tagged)
             path = args.out / f'{tagged}.md'
-            path.write_text(model_card(model, load_as=tagged))
+            # the card of what pretrained=True builds: the tag's image weights, from the Hub
+            path.write_text(model_card(model, load_as=tagged, origin=model.pretrained_cfg['hf_hub_id']))
             print(path)
     return 0
 

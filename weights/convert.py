@@ -1,15 +1,17 @@
-"""Convert a CLIP image checkpoint into an InTI video checkpoint in the Hub layout.
+"""Convert an image checkpoint (CLIP, PE-Core, EVA02-CLIP, ...) into an InTI video checkpoint in the Hub layout.
 
     python weights/convert.py ViT-B-16.pt --model inti_vit_b16 --out inti_vit_b16.openai
     python weights/convert.py open_clip_pytorch_model.bin --model inti_vit_l14.laion2b --out out/
     python weights/convert.py model.safetensors --model inti_vit_b16_deep --num-frames 16 --out out/
+    python weights/convert.py open_clip_model.safetensors --model inti_vit_b16_pe --out out/
 
-The source may be OpenAI's release (a TorchScript archive) or any state dict with OpenAI /
-open_clip key names (``visual.conv1.weight``, ..., also under ``state_dict`` with ``module.``
-prefixes), or a timm CLIP tower. The pretrained tag in ``--model`` picks the activation
-(``.openai``: QuickGELU). The result loads with ``timm.create_model("local-dir:OUT",
-pretrained=True)``. ``--verify`` (the default) checks that a one-frame clip through the
-video model gives what timm's CLIP image tower gives on the same weights.
+The source may be OpenAI's release (a TorchScript archive) or any state dict with OpenAI / open_clip
+key names (``visual.conv1.weight``, ..., also under ``state_dict`` with ``module.`` prefixes), or a
+timm CLIP tower; for the Eva towers (PE-Core, DINOv3, EVA02-CLIP) what timm's Eva filter reads:
+timm's layout, open_clip's (``visual.trunk.``), Meta's PE and DINOv3 releases. The pretrained tag in
+``--model`` picks the activation (``.openai``: QuickGELU). The result loads with
+``timm.create_model("local-dir:OUT", pretrained=True)``. ``--verify`` (the default) checks that a
+one-frame clip through the video model gives what timm's image tower gives on the same weights.
 """
 import argparse
 import sys
@@ -20,22 +22,24 @@ import torch
 from timm_inti.checkpoints import create_model
 from timm_inti.cli import CommandError, add_debug_argument, command, positive_int
 from timm_inti.hub import read_checkpoint, save_pretrained
+from timm_inti.vit import VideoVisionTransformer
 
 
 def image_tower(model, state_dict):
-    """timm's own CLIP image tower for the video model's backbone, loaded with the same weights."""
+    """timm's own image tower for the video model's backbone, loaded with the same weights."""
     name = model.pretrained_cfg['hf_hub_id'].split('/')[-1]  # e.g. vit_base_patch16_clip_224.openai: CLIP's head
-    act = model.blocks[0].mlp.act
+    # a ViT's activation follows the tag (OpenAI's QuickGELU); Eva towers have theirs in the architecture
+    act = dict(act_layer=type(model.blocks[0].mlp.act)) if isinstance(model, VideoVisionTransformer) else {}
     return timm.create_model(
         name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=state_dict), num_classes=model.num_classes,
-        img_size=model.patch_embed.img_size, act_layer=type(act)).eval()
+        img_size=model.patch_embed.img_size, **act).eval()
 
 
 @command('convert.py')
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='convert.py', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('source', help='CLIP image checkpoint (OpenAI, open_clip or timm format)')
+    parser.add_argument('source', help='image checkpoint (OpenAI, open_clip or timm format)')
     parser.add_argument('--model', required=True,
                         help='registered InTI model, optionally with a tag: inti_vit_b16.laion2b')
     parser.add_argument('--out', required=True, help='output folder')
