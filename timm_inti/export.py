@@ -18,7 +18,9 @@ embedding). The batch axis is dynamic. The frame axis is dynamic where InTI's pa
 allows one graph: an InTI layer merges frames in pairs and passes an odd last frame
 through, so a model with L InTI layers runs the same operations for every multiple of
 2**L frames (a graph for 8 frames also serves 16 or 32). A ``--num-frames`` that is not such
-a multiple (an odd count), or ``--static-frames``, fixes the frame axis at that count,
+a multiple (an odd count), or one that leaves a single frame after the last InTI layer
+(8 frames for ``_deep``: torch.export fixes an axis of size 1, so a dynamic graph's frames
+are 2M, 3M, ... for M = 2**L), or ``--static-frames``, fixes the frame axis at that count,
 and the command says so.
 
 Beside the graph, ``OUT.json`` holds what a server needs to feed it: the data config
@@ -49,7 +51,7 @@ import torch
 from .cli import CommandError, UsageError, add_debug_argument, command, positive_float, positive_int
 
 __all__ = ['main', 'parse_args', 'export_model', 'load_graph', 'frame_multiple', 'preprocess_facts', 'facts_path',
-           'OPSET', 'FORMATS']
+           'dynamic_frames_allowed', 'OPSET', 'FORMATS']
 
 PROG = 'timm-inti-export'
 OPSET = 18  # torch's ONNX function library (onnxscript torchlib) is written at 18: no version conversion
@@ -120,20 +122,21 @@ def frame_multiple(model: torch.nn.Module) -> int:
     return 2 ** len(getattr(model, 'inti', ()))
 
 
-def _example_frames(num_frames: int, multiple: int, dynamic: bool) -> int:
-    # The temporal embedding is used as stored when the clip has the model's num_frames and
-    # resampled otherwise; a trace at num_frames would take the first branch and tie the frame
-    # axis to it. Tracing at another valid count records the resampling, which gives the
-    # stored embedding at num_frames (linear interpolation to the same length: the parity
-    # check runs that count too).
-    return num_frames + multiple if dynamic else num_frames
+def dynamic_frames_allowed(num_frames: int, multiple: int) -> bool:
+    """Whether a graph traced at ``num_frames`` can have a dynamic frame axis (see ``frame_multiple``).
+
+    The count must be a multiple of ``multiple`` and leave at least 2 frames after the last
+    InTI layer: torch.export specialises an axis of size 1 (PyTorch's size-1 broadcasting and
+    layout rules), so a graph's frames after the merges range over 2, 3, ...
+    """
+    return num_frames % multiple == 0 and num_frames >= 2 * multiple
 
 
 def _dynamic_shapes(multiple: int, dynamic_frames: bool):
     from torch.export import Dim
     axes = {0: Dim('batch', min=1)}
-    if dynamic_frames:
-        axes[2] = multiple * Dim('frames_over_multiple', min=1) if multiple > 1 else Dim('frames', min=1)
+    if dynamic_frames:  # frames = multiple * k, k >= 2 (see dynamic_frames_allowed)
+        axes[2] = multiple * Dim('frames_over_multiple', min=2) if multiple > 1 else Dim('frames', min=2)
     return (axes,)
 
 
@@ -146,11 +149,11 @@ def export_model(model: torch.nn.Module, path: os.PathLike, fmt: str, num_frames
     ``num_frames`` must be.
     """
     multiple = frame_multiple(model)
-    if dynamic_frames and num_frames % multiple:
-        raise ValueError(f'a dynamic frame axis needs a multiple of {multiple} frames, got {num_frames}')
+    if dynamic_frames and not dynamic_frames_allowed(num_frames, multiple):
+        raise ValueError(f'a dynamic frame axis needs a multiple of {multiple} frames, at least {2 * multiple}; '
+                         f'got {num_frames}')
     size = model.patch_embed.img_size
-    frames = _example_frames(num_frames, multiple, dynamic_frames)
-    example = (torch.randn(2, model.in_chans, frames, *size),)
+    example = (torch.randn(2, model.in_chans, num_frames, *size),)
     shapes = _dynamic_shapes(multiple, dynamic_frames)
     if fmt == 'pt2':
         program = torch.export.export(model, example, dynamic_shapes=shapes)
@@ -163,15 +166,15 @@ def export_model(model: torch.nn.Module, path: os.PathLike, fmt: str, num_frames
         raise ValueError(f'unknown format {fmt!r}; one of {sorted(set(FORMATS.values()))}')
 
 
-def load_graph(path: os.PathLike, providers: Optional[Sequence[str]] = None,
+def load_graph(path: os.PathLike, fmt: Optional[str] = None, providers: Optional[Sequence[str]] = None,
                session_options=None) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function running an exported graph: clips (B, C, T, H, W) float32 -> (B, num_classes), on the CPU.
 
-    ``.onnx``: an ONNX Runtime session (``providers``, default the CPU one); ``.pt2``:
-    ``torch.export.load(path).module()``.
+    ``onnx``: an ONNX Runtime session (``providers``, default the CPU one); ``pt2``:
+    ``torch.export.load(path).module()``. ``fmt`` defaults to the one the name's suffix says.
     """
     path = Path(path)
-    if path.suffix == '.pt2':
+    if (fmt or FORMATS.get(path.suffix.lower())) == 'pt2':
         module = torch.export.load(str(path)).module()
 
         def run_pt2(clips: torch.Tensor) -> torch.Tensor:
@@ -221,7 +224,7 @@ def preprocess_facts(model: torch.nn.Module, label_names: Optional[Sequence[str]
                    shape=['batch', model.in_chans, frames, *model.patch_embed.img_size]),
         output=dict(name=OUTPUT_NAME, dtype='float32', shape=['batch', model.num_classes]),
         frames=dict(num_frames=num_frames, dynamic=dynamic_frames, multiple_of=multiple if dynamic_frames else None,
-                    inti_layers=len(getattr(model, 'inti', ()))),
+                    min_frames=2 * multiple if dynamic_frames else None, inti_layers=len(getattr(model, 'inti', ()))),
         data_config={k: (list(v) if isinstance(v, tuple) else v) for k, v in data_config.items()},
         views=('frames: timm_inti.video segment sampling (VideoPaths, num_clips temporal clips); each frame: resize '
                'the short side to input_size / crop_pct and take the centre crop (num_crops=1), or resize it to '
@@ -284,15 +287,17 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     model = model.float().eval()
     num_frames = model.num_frames
     multiple = frame_multiple(model)
-    dynamic = not args.static_frames and num_frames % multiple == 0
+    dynamic = not args.static_frames and dynamic_frames_allowed(num_frames, multiple)
     if not args.static_frames and not dynamic:
+        suggest = max(2 * multiple, num_frames + multiple - num_frames % multiple)
+        why = (f'{num_frames} is not one (an odd count at some layer takes another path)' if num_frames % multiple else
+               f'{num_frames} leaves 1 frame after the last layer, a size torch.export fixes')
         _say(f'the frame axis is fixed at {num_frames} frames: the {len(model.inti)} InTI layer(s) of this model '
-             f'run one graph for every multiple of {multiple} frames, and {num_frames} is not one (an odd count '
-             f'takes another path); --num-frames {num_frames + multiple - num_frames % multiple} gives a dynamic '
-             f'frame axis')
+             f'run one graph for every multiple of {multiple} frames from {2 * multiple} on, and {why}; '
+             f'--num-frames {suggest} gives a dynamic frame axis')
 
     what = f'{args.format}' + (f' (opset {args.opset})' if args.format == 'onnx' else '')
-    frames_text = (f'frames: any multiple of {multiple}' if dynamic else f'{num_frames} frames (fixed)')
+    frames_text = f'frames: multiples of {multiple} from {2 * multiple}' if dynamic else f'{num_frames} frames (fixed)'
     _say(f'exporting {args.checkpoint or args.model} to {what}: dynamic batch, {frames_text} ...')
     output.parent.mkdir(parents=True, exist_ok=True)
     facts = dict(format=args.format, file=output.name, opset=args.opset if args.format == 'onnx' else None,
@@ -305,7 +310,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         export_model(model, graph_tmp, args.format, num_frames, dynamic, args.opset)
         if not args.no_check:
             shapes = _check_shapes(num_frames, multiple, dynamic)
-            worst = check_parity(model, load_graph(graph_tmp), shapes)
+            worst = check_parity(model, load_graph(graph_tmp, args.format), shapes)
             facts['parity'] = dict(max_abs_diff=worst, atol=args.atol, runtime='onnxruntime CPUExecutionProvider'
                                    if args.format == 'onnx' else 'torch.export.load', batch_frames=shapes)
             if not worst <= args.atol:
