@@ -310,7 +310,9 @@ def main(argv=None):
     table = markdown(rows, specs, header) + ('\n' + '\n'.join(profile) if profile else '')
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"deploy_{args.device}{'_quick' if args.quick else ''}"
+    default_batches = args.batches == ([1, 2] if args.quick else [1, 8])
+    stem = f"deploy_{args.device}{'_quick' if args.quick else ''}" + (
+        '' if default_batches else '_b' + '_'.join(map(str, args.batches)))  # a partial run keeps its own file
     write_csv(args.out / f'{stem}.csv', rows, COLUMNS)
     write_text(args.out / f'{stem}.md', table + '\n')
     print(f'wrote {args.out / stem}.csv and .md in {time.perf_counter() - started:.0f} s', file=sys.stderr)

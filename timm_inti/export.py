@@ -315,7 +315,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                                    if args.format == 'onnx' else 'torch.export.load', batch_frames=shapes)
             if not worst <= args.atol:
                 raise CommandError(f'the exported graph differs from the eager model by {worst:.3g} '
-                                 f'(more than --atol {args.atol}); nothing written')
+                                   f'(more than --atol {args.atol}); nothing written')
             _say(f'checked: max abs difference from eager {worst:.2g} over (batch, frames) {shapes}')
         write_json(facts_tmp, facts)
     _say(f'wrote {output} and {facts_file}')
