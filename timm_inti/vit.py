@@ -35,7 +35,6 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from einops import rearrange
 from safetensors import SafetensorError
 from timm.models import (
@@ -70,12 +69,23 @@ class CheckpointError(ValueError):
 
 
 def resample_temporal_embed(embed: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """Linearly resample a temporal position embedding (1, T, 1, D) to ``num_frames`` frames."""
-    if embed.shape[1] == num_frames:
+    """Linearly resample a temporal position embedding (1, T, 1, D) to ``num_frames`` frames.
+
+    ``F.interpolate(mode='linear', align_corners=False)``'s formula, written with tensor ops
+    (which torch.export keeps symbolic in ``num_frames``), and not skipped at the same length
+    under ``torch.export``: a branch on the clip length would tie an exported graph's frame
+    axis to it (``timm_inti.export``). At the same length it is an identity.
+    """
+    length = embed.shape[1]
+    if not torch.compiler.is_exporting() and length == num_frames:  # in this order: no guard on the length
         return embed
-    x = rearrange(embed, '() t () d -> () d t').float()
-    x = F.interpolate(x, size=num_frames, mode='linear', align_corners=False)
-    return rearrange(x, '() d t -> () t () d').to(embed.dtype)
+    position = (torch.arange(num_frames, device=embed.device, dtype=torch.float32) + 0.5) * (length / num_frames) - 0.5
+    position = position.clamp(min=0)
+    low = position.floor().long().clamp(max=length - 1)
+    high = (low + 1).clamp(max=length - 1)
+    weight = (position - low).view(1, num_frames, 1, 1)
+    x = embed.float()
+    return (x[:, low] * (1 - weight) + x[:, high] * weight).to(embed.dtype)
 
 
 def _check_count(name: str, value: Any, minimum: int = 1) -> int:
