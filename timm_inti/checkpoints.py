@@ -15,7 +15,6 @@ A checkpoint of ``timm-inti-train`` is timm's training checkpoint, as
 a pickle. Every failure is a ``CheckpointError``
 naming the file. ``train``, ``predict`` and ``weights/export.py`` all go through here.
 """
-import json
 import logging
 import os
 import zipfile
@@ -30,7 +29,8 @@ from timm.task import ClassificationTask, load_task_ema_checkpoint, resume_task_
 
 from .files import atomic_path
 from .hub import _is_torchscript, _write_failure, read_checkpoint
-from .vit import CheckpointError, resample_temporal_embed
+from .vit import CheckpointError, check_local_dir, create_video_model, resample_temporal_embed
+from .vit import _video_class as video_class
 
 __all__ = [
     'VideoClassificationTask', 'CheckpointSaver', 'read_checkpoint_metadata', 'is_training_checkpoint',
@@ -203,54 +203,49 @@ def create_model_from_checkpoint(
     return model, None
 
 
-def _check_local_dir(folder: Path) -> Path:
-    """Refuse a ``local-dir:`` folder whose config.json timm would fail on deep inside, naming the file."""
-    config = folder / 'config.json'
-    if not folder.is_dir():
-        raise CheckpointError(f'local-dir:{folder}: no such folder')
-    if not config.is_file():
-        raise CheckpointError(f'{config}: no such file; a local-dir: folder holds config.json and the weights '
-                              f'(as save_pretrained writes them)')
-    try:
-        data = json.loads(config.read_text(encoding='utf-8'))
-    except UnicodeDecodeError as e:
-        raise CheckpointError(f'{config}: not a text file ({e.reason} at byte {e.start})') from e
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f'{config}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})') from e
-    if not isinstance(data, dict) or not isinstance(data.get('architecture'), str):
-        raise CheckpointError(f'{config}: not a timm model config (no "architecture" naming a timm model)')
-    if not timm.is_model(data['architecture']):
-        raise CheckpointError(f'{config}: architecture {data["architecture"]!r} is not a registered timm model')
-    for key in ('model_args', 'pretrained_cfg'):
-        if key in data and not isinstance(data[key], dict):
-            raise CheckpointError(f'{config}: "{key}" must be an object, got {type(data[key]).__name__}')
-    return config
-
-
 def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
-    """``timm.create_model``, with failures that name the model or the file at fault.
+    """The one way in for the commands: ``timm_inti.create_video_model``, with failures that name the model or file.
 
-    An unknown name is a ``ValueError``; a ``local-dir:`` folder whose ``config.json`` is
-    missing, empty, malformed or not a timm config is a ``CheckpointError`` naming the file;
-    keyword arguments the model does not take are a ``ValueError`` naming them.
+    Registered InTI names, any timm image model of a supported class (``vit_small_patch16_224``,
+    ``vit_base_patch16_siglip_224.v2_webli``), and ``hf-hub:`` / ``local-dir:`` names of either
+    become video models; the video kwargs (``num_frames``, ``inti_after``, ...) are taken by all of
+    them. An unknown name, a model class that cannot become a video model (``resnet18``) and
+    keyword arguments the model does not take are a ``ValueError`` naming them; a ``local-dir:``
+    folder whose ``config.json`` is missing, empty, malformed or not a timm config is a
+    ``CheckpointError`` naming the file.
     """
-    import timm_inti  # noqa: F401  (registers the models)
     source = None
     if name.startswith('local-dir:'):
-        source = _check_local_dir(Path(name[len('local-dir:'):]))
+        source = check_local_dir(name[len('local-dir:'):])
     elif not name.startswith('hf-hub:') and not timm.is_model(name):
         close = timm.list_models(f'*{name.split(".")[0][:12]}*')[:5] if name else []
         hint = f' (similar: {", ".join(close)})' if close else ''
         raise ValueError(f'unknown model {name!r}{hint}; timm.list_models("inti*") lists the InTI models')
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
-    except TypeError as e:  # an argument the model's constructor does not take
+        return create_video_model(name, pretrained=pretrained, **kwargs)
+    except TypeError as e:  # a class that cannot become a video model, or an argument its constructor does not take
+        _refuse_image_class(name)
         raise ValueError(f'{name}: {e}') from e
     except (KeyError, AttributeError) as e:  # timm's parse of a config.json that is not its own
         if source is None and not name.startswith('hf-hub:'):
             raise
         raise CheckpointError(f'{source or name + " config.json"}: not a timm model config '
                               f'({type(e).__name__}: {e})') from e
+
+
+def _refuse_image_class(name: str) -> None:
+    """A ``ValueError`` naming the supported classes when ``name`` is a timm model no video model is made from."""
+    if name.startswith(('hf-hub:', 'local-dir:')):
+        return
+    try:
+        with torch.device('meta'):  # the class only: no memory, no weights
+            cls = type(timm.create_model(name))
+    except Exception:  # noqa: BLE001  (the caller reports the first error)
+        return
+    try:
+        video_class(cls, name)
+    except TypeError as e:
+        raise ValueError(str(e)) from None
 
 
 def resume_training(task, path: PathLike, arch: str, optimizer=None, loss_scaler=None,
