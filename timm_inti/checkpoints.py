@@ -61,13 +61,31 @@ class VideoClassificationTask(ClassificationTask):
         return state
 
 
+def _not_the_checkpoint_list(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith('Current checkpoints:')
+
+
 class CheckpointSaver(timm.utils.CheckpointSaver):
     """timm's saver, writing each file through ``timm_inti.files.atomic_path``.
 
     timm writes ``tmp.pth.tar`` with ``torch.save`` and renames it to ``last.pth.tar``; a
     write that fails (a full disk) would leave that half-written file behind and end in
     torch's own error. Here it leaves nothing and says which path could not be written.
+    timm logs its list of kept checkpoints at every save; here ``describe`` gives it once, at the end.
     """
+
+    def _track_checkpoint(self, *args, **kwargs):
+        saver_logger = logging.getLogger(timm.utils.CheckpointSaver.__module__)
+        saver_logger.addFilter(_not_the_checkpoint_list)
+        try:
+            return super()._track_checkpoint(*args, **kwargs)
+        finally:
+            saver_logger.removeFilter(_not_the_checkpoint_list)
+
+    def describe(self, metric_name: str = 'metric') -> str:
+        """The kept epoch checkpoints, best first, with their metric: one line."""
+        return ', '.join(os.path.basename(path) + ('' if metric is None else f' ({metric_name} {metric:.4g})')
+                         for path, metric in self.checkpoint_files)
 
     def _save(self, save_path, epoch, metric=None):
         try:
@@ -127,9 +145,12 @@ def _load_report(error: RuntimeError, limit: int = 400) -> str:
     return text if len(text) <= limit else text[:limit] + ' ...'
 
 
-def load_weights(model: nn.Module, path: PathLike, use_ema: bool = False) -> None:
+def load_weights(model: nn.Module, path: PathLike, use_ema: bool = False, except_head: bool = False) -> None:
     """Load the weights of ``path`` (a training checkpoint, its EMA weights, or a plain state dict) into ``model``,
     all keys matching; a failure is a ``CheckpointError`` naming the file.
+
+    ``except_head``: leave the model's classifier as it is (fine-tuning on other classes);
+    every other key must still match.
 
     The checkpoint is read by timm's ``load_state_dict`` (which picks ``state_dict_ema`` with
     ``use_ema`` and strips DDP prefixes); a temporal embedding of another clip length is
@@ -146,7 +167,14 @@ def load_weights(model: nn.Module, path: PathLike, use_ema: bool = False) -> Non
     embed = state_dict.get('temporal_embed')
     if isinstance(embed, torch.Tensor) and embed.ndim == 4 and hasattr(model, 'num_frames'):
         state_dict['temporal_embed'] = resample_temporal_embed(embed, model.num_frames)
-    arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or type(model).__name__
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    arch = cfg.get('architecture') or type(model).__name__
+    if except_head:
+        head = cfg.get('classifier') or 'head'
+        for prefix in (head,) if isinstance(head, str) else head:
+            for key in [k for k in state_dict if k.startswith(prefix + '.')]:
+                del state_dict[key]
+            state_dict.update({k: v for k, v in model.state_dict().items() if k.startswith(prefix + '.')})
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as e:  # load_state_dict's key and shape report

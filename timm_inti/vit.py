@@ -29,6 +29,7 @@ the backbone table in ``timm_inti.backbones``.
 import json
 import operator
 import pickle
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
@@ -447,12 +448,26 @@ def _check_weights_file(pretrained_cfg: Dict[str, Any]) -> None:
         raise CheckpointError(f'{path}: cannot read the pretrained weights ({reason})')
 
 
+def load_failure_reason(error: BaseException) -> Tuple[str, bool]:
+    """A weights reader's error as a short reason, and whether the file is a real pickle holding Python objects.
+
+    torch's refusal under ``weights_only=True`` advises retrying with ``weights_only=False``,
+    which would run the file's pickle: never passed on. A file of other bytes (random, another
+    format) is "not a PyTorch weights file"; a pickle that holds objects besides tensors names them.
+    """
+    text = str(error).strip()
+    if 'weights_only' not in text:
+        return (text.splitlines()[0] if text else type(error).__name__), False
+    found = re.search(r'Unsupported global: GLOBAL (\S+)', text)
+    if found:
+        return f'it holds a {found.group(1)} besides tensors, which a safe load refuses', True
+    detail = re.search(r'WeightsUnpickler error:\s*(.+)', text)
+    return 'not a PyTorch weights file' + (f' ({detail.group(1).strip()})' if detail else ''), False
+
+
 def _read_failure(pretrained_cfg: Dict[str, Any], error: BaseException) -> CheckpointError:
     """A loader's error as one line naming the source, without torch's advice to unpickle an untrusted file."""
-    text = str(error).strip()
-    reason = text.splitlines()[0] if text else type(error).__name__
-    if 'weights_only' in text:
-        reason = 'not a file of tensors: torch.load(weights_only=True) refused it, and timm_inti runs no pickle'
+    reason, _ = load_failure_reason(error)
     return CheckpointError(f'{_weights_source(pretrained_cfg)}: cannot read the pretrained weights ({reason})')
 
 
