@@ -334,7 +334,7 @@ PROBES = [  # (args, exit status, message regex of the last line, files left und
     # a class whose every training video is unreadable is refused, not silently left out
     (['--data-dir', '{root}/broken', *TINY, '--val-split', '', '-b', '2', '--epochs', '1', '--output', '{tmp}',
       '--experiment', 'b'], 1,
-     r'epoch 0: every training video of broken \(1 of 3 classes\) was unreadable .*remove the class folder', ('b',)),
+     r'epoch 0: every training video of broken \(1 of 3 classes\) was unreadable .*remove the class from', ('b',)),
     (['--data-dir', '{root}/broken', *TINY, '--val-split', '', '-b', '2', '--epochs', '1', '--output', '{tmp}',
       '--experiment', 'b', '--bad-files', 'skip'], 1, r'every training video of broken', ('b',)),
     # weights files that are not

@@ -253,7 +253,7 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
         return create_video_model(name, pretrained=pretrained, **kwargs)
     except TypeError as e:  # a class that cannot become a video model, or an argument its constructor does not take
         _refuse_image_class(name)
-        raise ValueError(f'{name}: {e}') from e
+        raise ValueError(str(e) if str(e).startswith(name) else f'{name}: {e}') from e
     except (KeyError, AttributeError) as e:  # timm's parse of a config.json that is not its own
         if source is None and not name.startswith('hf-hub:'):
             raise

@@ -293,7 +293,7 @@ def _check_unlearned_classes(epoch: int, label_names, trained: torch.Tensor, fai
             f'epoch {epoch}: every training video of {_shown(unlearned)} ({len(unlearned)} of {len(label_names)} '
             f'classes) was unreadable (listed above), so the model would never learn '
             f'{"it" if len(unlearned) == 1 else "them"}; '
-            f'fix or replace those videos, or remove the class folder from {args.train_split!r}; nothing was saved '
+            f'fix or replace those videos, or remove the class from {args.train_split!r}; nothing was saved '
             f'for this epoch')
 
 
