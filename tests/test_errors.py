@@ -135,8 +135,9 @@ CASES = [
     Case('train {train} --resume {random}', 1, r'{random}: not a readable checkpoint'),
     Case('train {train} --resume {tmp}/missing.pth.tar', 1, r'{tmp}/missing.pth.tar: no such checkpoint file'),
     Case('train {train} --resume {plain}', 1, r'{plain}: not a training checkpoint .*--initial-checkpoint'),
-    Case('train {train} --resume {deeper}', 1, r'{deeper} does not fit this run \(Unexpected key.*blocks.4'),
-    Case('train {train} --resume {other_arch}', 1, r'{other_arch}: a checkpoint of inti_vit_l14, not of --model inti_'),
+    Case('train {train} --resume {deeper}', 2, r'--model-kwargs depth=4 contradicts {deeper}, a checkpoint of depth=5'),
+    Case('train {train} --resume {other_arch}', 2,
+         r'--model inti_vit_b16 contradicts {other_arch}, a checkpoint of inti_vit_l14: leave it out'),
     Case('train {train} --initial-checkpoint {empty}', 1, r'{empty}: not a readable checkpoint \(the file is empty'),
     Case('train {train} --initial-checkpoint {random}', 1, r'{random}: not a readable checkpoint'),
     # export
@@ -222,7 +223,8 @@ def world(tmp_path_factory):
                                **dict(TINY_KWARGS, depth=5, num_frames=4, inti_after=(2,), num_classes=2))
     for name, arch, state in (('deeper', 'inti_vit_b16', deeper.state_dict()), ('other_arch', 'inti_vit_l14', {})):
         w[name] = root / f'{name}.pth.tar'
-        torch.save(dict(arch=arch, state_dict=state, optimizer={}, epoch=0, version=2, model_args={}), w[name])
+        args = dict(TINY_KWARGS, depth=5, num_frames=4, inti_after=(2,), num_classes=2) if state else {}
+        torch.save(dict(arch=arch, state_dict=state, optimizer={}, epoch=0, version=2, model_args=args), w[name])
     w['binary'] = root / 'labels.bin'
     w['binary'].write_bytes(b'\xff\xfe\x00\x01' * 10)
     w['three'] = root / 'three.txt'

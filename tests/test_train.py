@@ -1,7 +1,11 @@
 """The training command on real video files: learning, checkpoints, exact resumption, torchrun, frozen backbone."""
 import csv
+import io
 import json
+import math
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +16,9 @@ import torch
 from conftest import write_video
 from timm.data import Mixup
 
+from timm_inti import VideoVisionTransformer
+from timm_inti.checkpoints import create_model_from_checkpoint
+from timm_inti.predict import main as predict_main
 from timm_inti.train import main, mix_clips
 
 TINY = ['--model', 'inti_vit_b16', '--model-kwargs', 'embed_dim=64', 'depth=4', 'num_heads=2', 'patch_size=8',
@@ -96,7 +103,7 @@ def test_a_killed_run_resumes_to_the_same_weights(data_dir, tmp_path, num_sample
     cmd = [sys.executable, '-m', 'timm_inti.train', *common, '--experiment', 'killed']
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env_with_repo())
     for line in proc.stderr:
-        if line.startswith('epoch 1:'):  # epoch 1 is checkpointed and logged; epoch 2 is under way
+        if line.startswith('epoch 1/'):  # epoch 1 is checkpointed and logged; epoch 2 is under way
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait()
@@ -189,3 +196,185 @@ def test_repeated_sampling_visits_every_video_once_per_epoch(data_dir, tmp_path,
     assert main(args) == 0
     assert int(summary(tmp_path / 'k2')[0]['train_samples']) == 16
     assert torch.load(tmp_path / 'k2' / 'last.pth.tar', map_location='cpu', weights_only=True)['step'] == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# any timm ViT name; checkpoints that describe their model; the log
+
+GENERIC = ['--model', 'vit_small_patch16_224', '--model-kwargs', 'embed_dim=64', 'depth=4', 'num_heads=2',
+           'patch_size=8', 'inti_after=(2,)', '--img-size', '32', '--num-frames', '4', '--warmup-epochs', '0']
+
+
+@pytest.fixture(scope='module')
+def generic_run(data_dir, tmp_path_factory):
+    """A plain timm ViT name trained for 2 epochs with layer decay, default workers on a 1-CPU affinity: (run, log)."""
+    out = tmp_path_factory.mktemp('generic')
+    args = ['--data-dir', str(data_dir), *GENERIC, '-b', '4', '--epochs', '2', '--layer-decay', '0.75',
+            '--output', str(out), '--experiment', 'g']
+    err = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, 'sched_getaffinity', lambda pid: {0}, raising=False)
+        mp.setattr(sys, 'stderr', err)
+        assert main(args) == 0, err.getvalue()[-3000:]
+    return out / 'g', err.getvalue()
+
+
+def test_a_plain_timm_vit_name_trains_into_a_video_model_that_predicts(generic_run, data_dir, tmp_path, capsys):
+    run, _ = generic_run
+    checkpoint = torch.load(run / 'last.pth.tar', map_location='cpu', weights_only=True)
+    assert checkpoint['arch'] == 'vit_small_patch16_224'
+    model, labels = create_model_from_checkpoint(run / 'last.pth.tar')
+    assert isinstance(model, VideoVisionTransformer) and type(model).__name__ == 'VideoVisionTransformer'
+    assert model.inti_after == (2,) and model.num_frames == 4 and labels == ['left', 'right']
+    assert model(torch.randn(1, 3, 4, 32, 32)).shape == (1, 2)
+
+    out = tmp_path / 'predictions.jsonl'
+    assert predict_main([str(data_dir / 'val'), '--checkpoint', str(run / 'model_best.pth.tar'), '--output', str(out),
+                         '-j', '0']) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 4 and all({p['label'] for p in row['predictions']} == {'left', 'right'} for row in rows)
+
+
+def test_the_log_has_one_line_per_epoch_with_time_speed_and_the_base_lr(generic_run):
+    run, log = generic_run
+    epochs = [line for line in log.splitlines() if line.startswith('epoch ')]
+    assert len(epochs) == 2, log
+    pattern = (r'^epoch 0/2: train loss \d\.\d{4}, 8 clips in \d+\.\d s \(\d+\.\d clips/s\); '
+               r'eval top1 \d+\.\d\d, top5 100\.00, loss \d\.\d{4} in \d+\.\d s; lr 0\.0003$')
+    assert re.match(pattern, epochs[0]), epochs[0]  # --lr, not the lowest layer-decay group's 0.0003 * 0.75 ** 5
+    assert float(summary(run)[0]['lr']) == pytest.approx(3e-4)
+    assert '1 loader workers per process' in log, 'the default -j is capped to the CPUs the process may use'
+    assert 'Current checkpoints' not in log
+    kept = [line for line in log.splitlines() if line.startswith('checkpoints kept in')]
+    assert kept == [f'checkpoints kept in {run}: checkpoint-0.pth.tar (top1 {float(summary(run)[0]["eval_top1"]):.4g}),'
+                    f' checkpoint-1.pth.tar (top1 {float(summary(run)[1]["eval_top1"]):.4g})']
+
+
+def test_the_readme_eval_and_resume_lines_work_for_a_non_default_model(generic_run, data_dir, tmp_path, capsys):
+    run, _ = generic_run
+    copy = tmp_path / 'g'
+    shutil.copytree(run, copy)
+    capsys.readouterr()
+    assert main(['--data-dir', str(data_dir), '--eval-only', '--resume', str(copy / 'model_best.pth.tar'),
+                 '--test-clips', '2', '--test-crops', '3', '-j', '0']) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])['views'] == 6
+
+    # lr and epochs may change: the schedule is rebuilt from them
+    assert main(['--data-dir', str(data_dir), '--resume', str(copy / 'last.pth.tar'), '--output', str(tmp_path),
+                 '--experiment', 'g', '--epochs', '3', '--lr', '1e-4', '-j', '0']) == 0
+    err = capsys.readouterr().err
+    assert '--epochs 3 (was 2), --lr 0.0001 (was 0.0003): the schedule is rebuilt' in err
+    rows = summary(copy)
+    assert [r['epoch'] for r in rows] == ['0', '1', '2']
+    assert float(rows[2]['lr']) == pytest.approx(1e-6 + 0.5 * (1e-4 - 1e-6) * (1 + math.cos(math.pi * 2 / 3)))
+    assert torch.load(copy / 'last.pth.tar', map_location='cpu', weights_only=True)['arch'] == 'vit_small_patch16_224'
+
+
+def test_initial_checkpoint_takes_the_model_and_a_new_head_for_other_classes(generic_run, data_dir, tmp_path, capsys):
+    run, _ = generic_run
+    three = tmp_path / 'three'
+    for name in ('left', 'right'):
+        (three / 'train').mkdir(parents=True, exist_ok=True)
+        (three / 'train' / name).symlink_to(data_dir / 'train' / name)
+    (three / 'train' / 'more').symlink_to(data_dir / 'train' / 'left')
+    assert main(['--data-dir', str(three), '--val-split', '', '--initial-checkpoint', str(run / 'last.pth.tar'),
+                 '--epochs', '1', '-b', '4', '-j', '0', '--output', str(tmp_path), '--experiment', 'i']) == 0
+    assert 'its head (2 classes: left, right) is not loaded' in capsys.readouterr().err
+    checkpoint = torch.load(tmp_path / 'i' / 'last.pth.tar', map_location='cpu', weights_only=True)
+    assert checkpoint['arch'] == 'vit_small_patch16_224' and checkpoint['label_names'] == ['left', 'more', 'right']
+    assert checkpoint['model_args']['depth'] == 4 and checkpoint['model_args']['num_frames'] == 4
+
+
+def run_case(argv, capsys):
+    """``main(argv)``'s exit status and its last stderr line, asserting no traceback."""
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err and 'weights_only=False' not in err, err
+    return code, (err.strip().splitlines() or [''])[-1], err
+
+
+@pytest.fixture(scope='module')
+def probes(data_dir, generic_run, tmp_path_factory):
+    """Data and files for the probe table: a class of unreadable videos, a stray video, weights that are not."""
+    root = tmp_path_factory.mktemp('probes')
+    for name, extra in (('broken', 'train/broken/b{k}.mp4'), ('loose', 'train/stray{k}.mp4')):
+        for split in ('train', 'val'):
+            for label in ('left', 'right'):
+                (root / name / split).mkdir(parents=True, exist_ok=True)
+                (root / name / split / label).symlink_to(data_dir / split / label)
+        for k in range(2):
+            path = root / name / extra.format(k=k)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(bytes((i * 31 + k) % 256 for i in range(3000)))
+    (root / 'random.pth').write_bytes(b'\x80\x02' + bytes((i * 97 + 13) % 256 for i in range(4000)))
+    (root / 'empty.pth').write_bytes(b'')
+    (root / 'folder.pth').mkdir()
+    return dict(root=str(root), data=str(data_dir), run=str(generic_run[0]))
+
+
+def overlay(file):
+    return ['--pretrained', '--model-kwargs', 'embed_dim=64', 'depth=4', 'num_heads=2', 'patch_size=8',
+            'inti_after=(2,)', f"pretrained_cfg_overlay={{{{'file':'{file}'}}}}"]  # braces doubled for str.format
+
+
+PROBES = [  # (args, exit status, message regex of the last line, files left under tmp besides those before)
+    # names that cannot become a video model: refused before any data is read ({root}/loose would be refused)
+    (['--data-dir', '{root}/loose', '--model', 'resnet18'], 2,
+     r'resnet18 is a timm.models.resnet.ResNet, which is not a timm VisionTransformer: timm_inti turns models of '
+     r'class timm.models.vision_transformer.VisionTransformer', ()),
+    (['--data-dir', '{root}/loose', '--model', 'resnet18', '--img-size', '32'], 2, r'resnet18 is a .*ResNet', ()),
+    (['--data-dir', '{root}/loose', '--model', 'eva02_tiny_patch14_224'], 2,
+     r'eva02_tiny_patch14_224 is a timm.models.eva.Eva, .*VisionTransformer', ()),
+    (['--data-dir', '{root}/loose', *GENERIC[:8], '--img-size', '33', '--num-frames', '4'], 2,
+     r'--img-size 33 is not a multiple of the patch size 8 of vit_small_patch16_224: use 32 or 40$', ()),
+    # a class whose every training video is unreadable is refused, not silently left out
+    (['--data-dir', '{root}/broken', *TINY, '--val-split', '', '-b', '2', '--epochs', '1', '--output', '{tmp}',
+      '--experiment', 'b'], 1,
+     r'epoch 0: every training video of broken \(1 of 3 classes\) was unreadable .*remove the class from', ('b',)),
+    (['--data-dir', '{root}/broken', *TINY, '--val-split', '', '-b', '2', '--epochs', '1', '--output', '{tmp}',
+      '--experiment', 'b', '--bad-files', 'skip'], 1, r'every training video of broken', ('b',)),
+    # weights files that are not
+    (['--data-dir', '{data}', *TINY[:2], *overlay('{root}/random.pth'), *TINY[8:]], 1,
+     r'{root}/random.pth: cannot read the pretrained weights \(not a PyTorch weights file', ()),
+    (['--data-dir', '{data}', *TINY[:2], *overlay('{root}/empty.pth'), *TINY[8:]], 1,
+     r'{root}/empty.pth: cannot read the pretrained weights \(the file is empty, 0 bytes\)$', ()),
+    (['--data-dir', '{data}', *TINY[:2], *overlay('{root}/folder.pth'), *TINY[8:]], 1,
+     r'{root}/folder.pth: cannot read the pretrained weights \(not a file\)$', ()),
+    (['--data-dir', '{data}', *TINY[:2], *overlay('{root}/nowhere.pth'), *TINY[8:]], 1,
+     r'{root}/nowhere.pth: cannot read the pretrained weights \(no such file\)$', ()),
+    (['--data-dir', '{data}', *TINY, '--initial-checkpoint', '{root}/random.pth'], 1,
+     r'{root}/random.pth: not a readable checkpoint \(not a PyTorch weights file', ()),
+    # a checkpoint describes its model: flags that contradict it are refused naming both values
+    (['--data-dir', '{data}', '--eval-only', '--resume', '{run}/last.pth.tar', '--model', 'inti_vit_b16'], 2,
+     r'--model inti_vit_b16 contradicts {run}/last.pth.tar, a checkpoint of vit_small_patch16_224: leave it out', ()),
+    (['--data-dir', '{data}', '--eval-only', '--resume', '{run}/last.pth.tar', '--num-frames', '8'], 2,
+     r'--num-frames 8 contradicts {run}/last.pth.tar, a checkpoint of num_frames=4', ()),
+    (['--data-dir', '{data}', '--eval-only', '--resume', '{run}/last.pth.tar', '--img-size', '64'], 2,
+     r'--img-size 64 contradicts .*, a checkpoint of img_size=32', ()),
+    (['--data-dir', '{data}', '--resume', '{run}/last.pth.tar', '--model-kwargs', 'depth=2'], 2,
+     r'--model-kwargs depth=2 contradicts .*, a checkpoint of depth=4', ()),
+    (['--data-dir', '{data}', '--resume', '{run}/last.pth.tar', '--layer-decay', '0.5'], 2,
+     r'--layer-decay 0.5 contradicts .*, a checkpoint of a run with --layer-decay 0.75', ()),
+    (['--data-dir', '{root}/broken', '--resume', '{run}/last.pth.tar', '--output', '{tmp}', '--experiment', 'r'], 1,
+     r'{run}/last.pth.tar was trained on 2 classes \(left, right\), \'train\' holds 3 \(broken, left, right\)', ()),
+]
+
+
+@pytest.mark.parametrize('case', PROBES, ids=[f'{i:02d}' for i in range(len(PROBES))])
+def test_training_probe(case, probes, tmp_path, capsys):
+    args, status, message, left = case
+    values = dict(probes, tmp=str(tmp_path))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, last, err = run_case([a.format(**values) for a in args], capsys)
+    assert code == status, err[-3000:]
+    assert last.startswith('timm-inti-train: error: '), err[-3000:]
+    expected = message.format(**{k: re.escape(v) for k, v in values.items()})
+    assert re.search(expected, last), f'{expected!r} not in {last!r}'
+    new = sorted(p.name for p in tmp_path.iterdir() if p.name not in before)
+    assert new == sorted(left), new
+    for name in left:  # a run folder, but nothing in it
+        assert not list((tmp_path / name).iterdir())

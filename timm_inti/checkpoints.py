@@ -15,7 +15,6 @@ A checkpoint of ``timm-inti-train`` is timm's training checkpoint, as
 a pickle. Every failure is a ``CheckpointError``
 naming the file. ``train``, ``predict`` and ``weights/export.py`` all go through here.
 """
-import json
 import logging
 import os
 import zipfile
@@ -30,7 +29,8 @@ from timm.task import ClassificationTask, load_task_ema_checkpoint, resume_task_
 
 from .files import atomic_path
 from .hub import _is_torchscript, _write_failure, read_checkpoint
-from .vit import CheckpointError, resample_temporal_embed
+from .vit import CheckpointError, check_local_dir, create_video_model, resample_temporal_embed
+from .vit import _video_class as video_class
 
 __all__ = [
     'VideoClassificationTask', 'CheckpointSaver', 'read_checkpoint_metadata', 'is_training_checkpoint',
@@ -61,13 +61,31 @@ class VideoClassificationTask(ClassificationTask):
         return state
 
 
+def _not_the_checkpoint_list(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith('Current checkpoints:')
+
+
 class CheckpointSaver(timm.utils.CheckpointSaver):
     """timm's saver, writing each file through ``timm_inti.files.atomic_path``.
 
     timm writes ``tmp.pth.tar`` with ``torch.save`` and renames it to ``last.pth.tar``; a
     write that fails (a full disk) would leave that half-written file behind and end in
     torch's own error. Here it leaves nothing and says which path could not be written.
+    timm logs its list of kept checkpoints at every save; here ``describe`` gives it once, at the end.
     """
+
+    def _track_checkpoint(self, *args, **kwargs):
+        saver_logger = logging.getLogger(timm.utils.CheckpointSaver.__module__)
+        saver_logger.addFilter(_not_the_checkpoint_list)
+        try:
+            return super()._track_checkpoint(*args, **kwargs)
+        finally:
+            saver_logger.removeFilter(_not_the_checkpoint_list)
+
+    def describe(self, metric_name: str = 'metric') -> str:
+        """The kept epoch checkpoints, best first, with their metric: one line."""
+        return ', '.join(os.path.basename(path) + ('' if metric is None else f' ({metric_name} {metric:.4g})')
+                         for path, metric in self.checkpoint_files)
 
     def _save(self, save_path, epoch, metric=None):
         try:
@@ -127,9 +145,12 @@ def _load_report(error: RuntimeError, limit: int = 400) -> str:
     return text if len(text) <= limit else text[:limit] + ' ...'
 
 
-def load_weights(model: nn.Module, path: PathLike, use_ema: bool = False) -> None:
+def load_weights(model: nn.Module, path: PathLike, use_ema: bool = False, except_head: bool = False) -> None:
     """Load the weights of ``path`` (a training checkpoint, its EMA weights, or a plain state dict) into ``model``,
     all keys matching; a failure is a ``CheckpointError`` naming the file.
+
+    ``except_head``: leave the model's classifier as it is (fine-tuning on other classes);
+    every other key must still match.
 
     The checkpoint is read by timm's ``load_state_dict`` (which picks ``state_dict_ema`` with
     ``use_ema`` and strips DDP prefixes); a temporal embedding of another clip length is
@@ -146,7 +167,14 @@ def load_weights(model: nn.Module, path: PathLike, use_ema: bool = False) -> Non
     embed = state_dict.get('temporal_embed')
     if isinstance(embed, torch.Tensor) and embed.ndim == 4 and hasattr(model, 'num_frames'):
         state_dict['temporal_embed'] = resample_temporal_embed(embed, model.num_frames)
-    arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or type(model).__name__
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    arch = cfg.get('architecture') or type(model).__name__
+    if except_head:
+        head = cfg.get('classifier') or 'head'
+        for prefix in (head,) if isinstance(head, str) else head:
+            for key in [k for k in state_dict if k.startswith(prefix + '.')]:
+                del state_dict[key]
+            state_dict.update({k: v for k, v in model.state_dict().items() if k.startswith(prefix + '.')})
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as e:  # load_state_dict's key and shape report
@@ -203,54 +231,49 @@ def create_model_from_checkpoint(
     return model, None
 
 
-def _check_local_dir(folder: Path) -> Path:
-    """Refuse a ``local-dir:`` folder whose config.json timm would fail on deep inside, naming the file."""
-    config = folder / 'config.json'
-    if not folder.is_dir():
-        raise CheckpointError(f'local-dir:{folder}: no such folder')
-    if not config.is_file():
-        raise CheckpointError(f'{config}: no such file; a local-dir: folder holds config.json and the weights '
-                              f'(as save_pretrained writes them)')
-    try:
-        data = json.loads(config.read_text(encoding='utf-8'))
-    except UnicodeDecodeError as e:
-        raise CheckpointError(f'{config}: not a text file ({e.reason} at byte {e.start})') from e
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f'{config}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})') from e
-    if not isinstance(data, dict) or not isinstance(data.get('architecture'), str):
-        raise CheckpointError(f'{config}: not a timm model config (no "architecture" naming a timm model)')
-    if not timm.is_model(data['architecture']):
-        raise CheckpointError(f'{config}: architecture {data["architecture"]!r} is not a registered timm model')
-    for key in ('model_args', 'pretrained_cfg'):
-        if key in data and not isinstance(data[key], dict):
-            raise CheckpointError(f'{config}: "{key}" must be an object, got {type(data[key]).__name__}')
-    return config
-
-
 def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
-    """``timm.create_model``, with failures that name the model or the file at fault.
+    """The one way in for the commands: ``timm_inti.create_video_model``, with failures that name the model or file.
 
-    An unknown name is a ``ValueError``; a ``local-dir:`` folder whose ``config.json`` is
-    missing, empty, malformed or not a timm config is a ``CheckpointError`` naming the file;
-    keyword arguments the model does not take are a ``ValueError`` naming them.
+    Registered InTI names, any timm image model of a supported class (``vit_small_patch16_224``,
+    ``vit_base_patch16_siglip_224.v2_webli``), and ``hf-hub:`` / ``local-dir:`` names of either
+    become video models; the video kwargs (``num_frames``, ``inti_after``, ...) are taken by all of
+    them. An unknown name, a model class that cannot become a video model (``resnet18``) and
+    keyword arguments the model does not take are a ``ValueError`` naming them; a ``local-dir:``
+    folder whose ``config.json`` is missing, empty, malformed or not a timm config is a
+    ``CheckpointError`` naming the file.
     """
-    import timm_inti  # noqa: F401  (registers the models)
     source = None
     if name.startswith('local-dir:'):
-        source = _check_local_dir(Path(name[len('local-dir:'):]))
+        source = check_local_dir(name[len('local-dir:'):])
     elif not name.startswith('hf-hub:') and not timm.is_model(name):
         close = timm.list_models(f'*{name.split(".")[0][:12]}*')[:5] if name else []
         hint = f' (similar: {", ".join(close)})' if close else ''
         raise ValueError(f'unknown model {name!r}{hint}; timm.list_models("inti*") lists the InTI models')
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
-    except TypeError as e:  # an argument the model's constructor does not take
-        raise ValueError(f'{name}: {e}') from e
+        return create_video_model(name, pretrained=pretrained, **kwargs)
+    except TypeError as e:  # a class that cannot become a video model, or an argument its constructor does not take
+        _refuse_image_class(name)
+        raise ValueError(str(e) if str(e).startswith(name) else f'{name}: {e}') from e
     except (KeyError, AttributeError) as e:  # timm's parse of a config.json that is not its own
         if source is None and not name.startswith('hf-hub:'):
             raise
         raise CheckpointError(f'{source or name + " config.json"}: not a timm model config '
                               f'({type(e).__name__}: {e})') from e
+
+
+def _refuse_image_class(name: str) -> None:
+    """A ``ValueError`` naming the supported classes when ``name`` is a timm model no video model is made from."""
+    if name.startswith(('hf-hub:', 'local-dir:')):
+        return
+    try:
+        with torch.device('meta'):  # the class only: no memory, no weights
+            cls = type(timm.create_model(name))
+    except Exception:  # noqa: BLE001  (the caller reports the first error)
+        return
+    try:
+        video_class(cls, name)
+    except TypeError as e:
+        raise ValueError(str(e)) from None
 
 
 def resume_training(task, path: PathLike, arch: str, optimizer=None, loss_scaler=None,

@@ -37,7 +37,7 @@ from timm.models import save_for_hf
 
 from .backbones import find_backbone, find_weights
 from .inti import merged_num_frames
-from .vit import CheckpointError
+from .vit import CheckpointError, load_failure_reason
 
 __all__ = ['save_pretrained', 'push_to_hub', 'read_checkpoint', 'model_card', 'initialised_from']
 
@@ -86,8 +86,8 @@ def read_checkpoint(path: Union[str, Path], allow_pickle: bool = False) -> Dict[
                 return torch.jit.load(str(path), map_location='cpu').state_dict()
         return torch.load(path, map_location='cpu', weights_only=not allow_pickle)
     except Exception as e:  # each format has its own errors; to a caller they all mean the same
-        hint = '; if you trust the file, allow pickle' if 'weights_only' in str(e) and not allow_pickle else ''
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason, holds_objects = load_failure_reason(e)  # never torch's advice to unpickle an unknown file
+        hint = '; if you trust the file, allow pickle' if holds_objects and not allow_pickle else ''
         raise CheckpointError(f'{path}: not a readable checkpoint ({reason}){hint}') from e
 
 

@@ -26,8 +26,9 @@ import os
 import random
 import sys
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
-from typing import Dict
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 import timm
@@ -45,7 +46,9 @@ from .checkpoints import (
     CheckpointSaver,
     VideoClassificationTask,
     create_model,
+    is_training_checkpoint,
     load_weights,
+    read_checkpoint_metadata,
     resume_ema,
     resume_training,
 )
@@ -75,9 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument('--stride', type=positive_int, default=None,
                        help='dense sampling with this frame stride (default: segments)')
     group.add_argument('--num-samples', type=positive_int, default=1, metavar='K',
-                       help='repeated sampling: K training clips (own frames, own crop) from each decoded video, '
-                            'which divides the decoding work per clip by K; -b still counts clips, so a step '
-                            'takes -b/K videos, and an epoch still visits every video once')
+                       help='repeated sampling: K training clips from each video, opened once; each clip has its '
+                            'own frames and crop (only --shared-frames makes one decode serve all K). -b counts '
+                            'clips: a step takes -b/K videos, and an epoch visits every video once, K clips of each')
     group.add_argument('--shared-frames', action='store_true',
                        help='with --num-samples: the K clips share their frames and differ in crop and flip only '
                             '(VideoMAE\'s repeated augmentation): one decode for K clips, also from files with '
@@ -87,7 +90,10 @@ def _parser() -> argparse.ArgumentParser:
                             '(evaluation always skips); each is reported once and counted')
 
     group = parser.add_argument_group('Model')
-    group.add_argument('--model', default='inti_vit_b16', help='timm model name')
+    group.add_argument('--model', default='inti_vit_b16',
+                       help='an InTI model, any timm VisionTransformer name (vit_small_patch16_224, ...), '
+                            'hf-hub:ORG/NAME or local-dir:DIR; --resume, --eval-only and --initial-checkpoint of a '
+                            'timm-inti-train checkpoint take it (and the frames, size, kwargs) from the checkpoint')
     group.add_argument('--pretrained', action='store_true', help='start from pretrained (CLIP) weights')
     group.add_argument('--initial-checkpoint', default='', help='load these model weights before training')
     group.add_argument('--resume', default='', help='resume model, optimizer, scaler, EMA and epoch from a checkpoint')
@@ -137,7 +143,9 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument('--amp', action='store_true', help='mixed precision')
     group.add_argument('--amp-dtype', default='float16', choices=('float16', 'bfloat16'))
     group.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    group.add_argument('-j', '--workers', type=non_negative_int, default=4)
+    group.add_argument('-j', '--workers', type=non_negative_int, default=None,
+                       help='DataLoader worker processes per training process (default: 4, at most the CPUs this '
+                            'process may use)')
     group.add_argument('--seed', type=int, default=42)
     group.add_argument('--output', default='./output/train', help='base folder for runs')
     group.add_argument('--experiment', default='',
@@ -207,7 +215,8 @@ def validate(model, loader, args, device, amp_autocast, progress, bad_log) -> Di
 
 
 def train_one_epoch(epoch, task, loader, optimizer, lr_scheduler, args, device, amp_autocast, loss_scaler,
-                    mixup_fn, progress, bad_log) -> Dict[str, float]:
+                    mixup_fn, progress, bad_log) -> Tuple[Dict[str, float], torch.Tensor, torch.Tensor]:
+    """One epoch: its mean loss and clip count, and per class the clips trained on and the videos that failed."""
     model = task.get_trainable_module()
     model.train()
     accum = args.grad_accum_steps
@@ -215,10 +224,17 @@ def train_one_epoch(epoch, task, loader, optimizer, lr_scheduler, args, device, 
     num_updates = epoch * updates_per_epoch
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     samples = torch.zeros((), dtype=torch.float64, device=device)
+    num_classes = len(loader.dataset.classes)
+    class_of = {str(path): label for path, label in loader.dataset.samples}
+    trained = torch.zeros(num_classes, dtype=torch.int64)  # clips per class
+    failed = torch.zeros(num_classes, dtype=torch.int64)  # unreadable videos per class
     optimizer.zero_grad()
     last_idx = len(loader) - 1
     for batch_idx, (clips, target, bad) in enumerate(progress(loader, desc=f'epoch {epoch}')):
         bad_log.update(bad)
+        for path, _ in bad:
+            if str(path) in class_of:
+                failed[class_of[str(path)]] += 1
         need_update = batch_idx == last_idx or (batch_idx + 1) % accum == 0
         if clips.ndim == 6:  # repeated sampling: (videos, K clips, ...) -> clips, each with its video's label
             target = target.repeat_interleave(clips.shape[1])
@@ -227,6 +243,7 @@ def train_one_epoch(epoch, task, loader, optimizer, lr_scheduler, args, device, 
             clips, target = clips[:-1], target[:-1]
         if not len(clips):
             continue
+        trained += torch.bincount(target, minlength=num_classes)
         clips, target = clips.to(device), target.to(device)
         if mixup_fn is not None:
             clips, target = mix_clips(mixup_fn, clips, target)
@@ -256,7 +273,28 @@ def train_one_epoch(epoch, task, loader, optimizer, lr_scheduler, args, device, 
     if args.distributed:
         torch.distributed.all_reduce(loss_sum)
         torch.distributed.all_reduce(samples)
-    return dict(loss=(loss_sum / samples.clamp_min(1)).item(), samples=int(samples.item()))
+        counts = torch.stack([trained, failed]).to(device)
+        torch.distributed.all_reduce(counts)
+        trained, failed = counts.cpu()
+    return dict(loss=(loss_sum / samples.clamp_min(1)).item(), samples=int(samples.item())), trained, failed
+
+
+def _check_unlearned_classes(epoch: int, label_names, trained: torch.Tensor, failed: torch.Tensor, args) -> None:
+    """Refuse to go on when every training video of a class that the epoch read was unreadable.
+
+    The model would still answer that class, never having seen it, and the run's metrics
+    would hide it; with ``--bad-files replace`` the epoch trains on other classes' videos in
+    their place. A class with no video read at all (only a dropped last batch) is not counted.
+    """
+    unlearned = [name for name, n_trained, n_failed in zip(label_names, trained.tolist(), failed.tolist())
+                 if n_failed and not n_trained]
+    if unlearned:
+        raise CommandError(
+            f'epoch {epoch}: every training video of {_shown(unlearned)} ({len(unlearned)} of {len(label_names)} '
+            f'classes) was unreadable (listed above), so the model would never learn '
+            f'{"it" if len(unlearned) == 1 else "them"}; '
+            f'fix or replace those videos, or remove the class from {args.train_split!r}; nothing was saved '
+            f'for this epoch')
 
 
 def plot_summary(summary_csv: str, path: str) -> bool:
@@ -399,23 +437,167 @@ def _truncate_summary(summary_csv: str, start_epoch: int) -> None:
         write_csv(summary_csv, kept, columns)
 
 
+# model kwargs that regularise training and may change between a run and its resumption
+_TRAINING_KWARGS = ('drop_rate', 'pos_drop_rate', 'patch_drop_rate', 'proj_drop_rate', 'attn_drop_rate',
+                    'drop_path_rate')
+
+
+def _given_flags(argv) -> Set[str]:
+    """The flags (argparse dests) on the command line, as opposed to their defaults."""
+    parser = _parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Model-kwarg equality across spellings: lists and tuples alike, ``32`` the same size as ``(32, 32)``."""
+    def norm(x):
+        return tuple(norm(v) for v in x) if isinstance(x, (list, tuple)) else x
+    a, b = norm(a), norm(b)
+    if isinstance(a, int) and isinstance(b, tuple):
+        a = (a,) * len(b)
+    if isinstance(b, int) and isinstance(a, tuple):
+        b = (b,) * len(a)
+    return a == b
+
+
+def _take_model_from_checkpoint(args, checkpoint: Dict[str, Any], given: Set[str]) -> None:
+    """Set the model flags of ``args`` from a training checkpoint, refusing a flag that contradicts it.
+
+    The architecture, its kwargs, the frames and the frame size are the checkpoint's; the
+    regularisation kwargs (``--drop-path``, ``drop_rate``, ...) may change and are taken from
+    the command line when given.
+    """
+    path = args.resume or args.initial_checkpoint
+    flag = '--resume' if args.resume else '--initial-checkpoint'
+    saved = dict(checkpoint.get('model_args') or {})
+    saved.pop('num_classes', None)  # the data's (training) or the checkpoint's labels (evaluation) decide
+
+    def refuse(ours: str, theirs: str):
+        raise UsageError(f'{ours} contradicts {path}, a checkpoint of {theirs}: leave it out ({flag} takes the model '
+                         f'from the checkpoint), or start a new run without {flag}')
+
+    arch = checkpoint['arch']
+    if 'model' in given and args.model != arch:
+        refuse(f'--model {args.model}', arch)
+    frames = saved.pop('num_frames', args.num_frames)
+    if 'num_frames' in given and args.num_frames != frames:
+        refuse(f'--num-frames {args.num_frames}', f'num_frames={frames}')
+    if 'img_size' in given and not _same(args.img_size, saved.get('img_size')):
+        refuse(f'--img-size {args.img_size}',
+               f'img_size={saved["img_size"]}' if 'img_size' in saved else f'{arch} at its default frame size')
+    kwargs = dict(args.model_kwargs) if 'model_kwargs' in given else {}
+    for key, value in kwargs.items():
+        if key not in _TRAINING_KWARGS and not (key in saved and _same(value, saved[key])):
+            refuse(f'--model-kwargs {key}={value!r}',
+                   f'{key}={saved[key]!r}' if key in saved else f'{arch} without {key} (its default)')
+    run = checkpoint.get('args') if isinstance(checkpoint.get('args'), dict) else {}
+    if args.resume and not args.eval_only:  # the optimizer's state fits only its own parameter groups
+        for dest in ('opt', 'layer_decay', 'freeze_backbone'):
+            if dest in run and dest in given and getattr(args, dest) != run[dest]:
+                option = '--' + dest.replace('_', '-')
+                refuse(f'{option} {getattr(args, dest)}', f'a run with {option} {run[dest]}')
+            setattr(args, dest, run.get(dest, getattr(args, dest)))
+    if args.eval_only and 'model_ema' not in given:
+        args.model_ema = bool(run.get('model_ema'))  # evaluate what the run validated
+    drop_path = saved.pop('drop_path_rate', None)
+    args.model, args.num_frames, args.img_size = arch, frames, None  # img_size, if any, stays in the kwargs
+    args.model_kwargs = dict(saved, **{k: v for k, v in kwargs.items() if k in _TRAINING_KWARGS})
+    if 'drop_path' not in given:
+        args.drop_path = drop_path
+
+
+def _shown(names, limit: int = 5) -> str:
+    return ', '.join(names[:limit]) + (', ...' if len(names) > limit else '')
+
+
+def _check_img_size(model, img_size) -> None:
+    """Refuse an --img-size off the model's patch grid before any data is read, with sizes that fit."""
+    patch = getattr(getattr(model, 'patch_embed', None), 'patch_size', None)
+    if img_size is None or patch is None or getattr(model.patch_embed, 'dynamic_img_pad', False):
+        return
+    step = max(patch)
+    if patch[0] != patch[1] or img_size % step == 0:
+        return
+    below, above = (img_size // step) * step, (img_size // step + 1) * step
+    fits = f'{below} or {above}' if below else str(above)
+    arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture', 'the model')
+    raise UsageError(f'--img-size {img_size} is not a multiple of the patch size {step} of {arch}: use {fits}')
+
+
+def _take_optimizer_flags(optimizer, args) -> None:
+    """--lr and --weight-decay of this run, not the resumed optimizer state's (which restores its groups' values)."""
+    for group in optimizer.param_groups:
+        group['initial_lr'] = args.lr  # the scheduler's base; layer decay scales it by the group's lr_scale
+        if group.get('weight_decay'):  # groups without decay (norms, biases) keep 0
+            group['weight_decay'] = args.weight_decay
+
+
+def _schedule_changes(args, run: Optional[Dict[str, Any]]) -> List[str]:
+    """The schedule's flags that differ from the resumed run's, as 'FLAG NEW (was OLD)'."""
+    if not isinstance(run, dict):
+        return []
+    ours = dict(timm.scheduler.scheduler_kwargs(args), lr=args.lr)
+    theirs = dict(timm.scheduler.scheduler_kwargs(argparse.Namespace(**run)), lr=run.get('lr', args.lr))
+    flags = {'num_epochs': 'epochs', 'step_on_epochs': 'sched_on_updates'}
+    return [f'--{flags.get(k, k).replace("_", "-")} {ours[k]} (was {theirs[k]})'
+            for k in ours if k in theirs and ours[k] != theirs[k]]
+
+
+def _cpu_count() -> int:
+    """The CPUs this process may run on (a cgroup or taskset may allow fewer than the machine has)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _base_lr(optimizer) -> float:
+    """The scheduled learning rate, as --lr sets it: layer decay scales each group's by its lr_scale."""
+    group = optimizer.param_groups[0]
+    scale = group.get('lr_scale', 1.0)
+    return group['lr'] / scale if scale else group['lr']
+
+
+def _epoch_line(epoch: int, num_epochs: int, train: Dict[str, float], train_s: float,
+                evaluation: Optional[Dict[str, float]], eval_s: float, lr: float) -> str:
+    text = (f'epoch {epoch}/{num_epochs}: train loss {train["loss"]:.4f}, {train["samples"]} clips in '
+            f'{train_s:.1f} s ({train["samples"] / max(train_s, 1e-9):.1f} clips/s)')
+    if evaluation is not None:
+        text += (f'; eval top1 {evaluation["top1"]:.2f}, top5 {evaluation["top5"]:.2f}, '
+                 f'loss {evaluation["loss"]:.4f} in {eval_s:.1f} s')
+    return text + f'; lr {lr:.3g}'
+
+
 @command('timm-inti-train')
 def main(argv=None) -> int:
-    with _console_logging():
+    with _console_logging(), warnings.catch_warnings():
+        # torch warns of more workers than CPUs at every epoch; _main says it once
+        warnings.filterwarnings('ignore', message='This DataLoader will create', category=UserWarning)
         return _main(argv)
 
 
 def _main(argv) -> int:
     args = _parser().parse_args(argv)
     _check_args(args)
+    source = args.resume or args.initial_checkpoint
+    checkpoint = read_checkpoint_metadata(source) if source else None  # None: a weights file (.safetensors)
+    if is_training_checkpoint(checkpoint):  # it describes its model
+        _take_model_from_checkpoint(args, checkpoint, _given_flags(argv))
     _check_run_folder(args)
+    cpus = _cpu_count()
+    if args.workers is None:
+        args.workers = min(4, cpus)
     device = timm.utils.init_distributed_device(args)
     primary = timm.utils.is_primary(args)
+    if args.workers > cpus and primary:
+        _logger.warning(f'-j {args.workers}: more loader workers than the {cpus} CPUs this process may use, '
+                        f'which slows decoding down (-j {cpus} or fewer fits)')
     if args.distributed:
         _logger.info(f'rank {args.rank}/{args.world_size} on {device}')
     timm.utils.random_seed(args.seed, args.rank)
 
-    from timm_inti.checkpoints import read_checkpoint_metadata
     from timm_inti.video import BadVideoLog, collate_videos, create_video_datasets
 
     if args.batch_size % args.num_samples:
@@ -427,10 +609,12 @@ def _main(argv) -> int:
     if args.drop_path is not None:
         model_kwargs['drop_path_rate'] = args.drop_path
     # the data decides the class count; build once without a head to read the data config
-    data_config = resolve_input_data_config(create_model(args.model, num_classes=0, **model_kwargs))
+    headless = create_model(args.model, num_classes=0, **model_kwargs)
+    data_config = resolve_input_data_config(headless)
+    _check_img_size(headless, args.img_size)
+    del headless
     classes = None
     if args.eval_only:  # the model's classes, in its order, label the validation split
-        checkpoint = read_checkpoint_metadata(args.resume or args.initial_checkpoint)
         classes = (checkpoint or {}).get('label_names')
     train_set, val_set = create_video_datasets(
         args.data_dir, data_config, num_frames=args.num_frames, train_split=args.train_split,
@@ -439,9 +623,14 @@ def _main(argv) -> int:
         shared_frames=args.shared_frames)
     label_names = (val_set if args.eval_only else train_set).classes
     if args.num_classes is not None and args.num_classes != len(label_names):
-        shown = ', '.join(label_names[:5]) + (', ...' if len(label_names) > 5 else '')
-        raise UsageError(f'--num-classes {args.num_classes}, but the data has {len(label_names)} classes ({shown}): '
+        raise UsageError(f'--num-classes {args.num_classes}, but the data has {len(label_names)} classes '
+                         f'({_shown(label_names)}): '
                          f'leave out --num-classes to take the data\'s count')
+    saved_labels = list((checkpoint or {}).get('label_names') or [])
+    if args.resume and saved_labels and saved_labels != list(label_names):
+        raise CommandError(f'{args.resume} was trained on {len(saved_labels)} classes ({_shown(saved_labels)}), '
+                           f'{args.train_split!r} holds {len(label_names)} ({_shown(label_names)}): resume on the same '
+                           f'data, or start from its weights with --initial-checkpoint')
     num_classes = len(label_names)
     model_kwargs['num_classes'] = num_classes
     world = args.world_size if args.distributed else 1
@@ -452,9 +641,15 @@ def _main(argv) -> int:
         raise UsageError(f'{batch} is more than the {len(train_set)} training videos of {args.train_split!r}: '
                          f'no full batch, nothing to train on (the last, incomplete batch is dropped); lower -b')
 
-    model = create_model(args.model, pretrained=args.pretrained, **model_kwargs)
+    if args.pretrained and source and primary:
+        _logger.info(f'--pretrained: not loaded, {source} holds all the weights')
+    model = create_model(args.model, pretrained=args.pretrained and not source, **model_kwargs)
     if args.initial_checkpoint:
-        load_weights(model, args.initial_checkpoint, use_ema=True)
+        new_head = bool(saved_labels) and saved_labels != list(label_names)
+        if new_head and primary:
+            _logger.info(f'{args.initial_checkpoint}: its head ({len(saved_labels)} classes: {_shown(saved_labels)}) '
+                         f'is not loaded: a new head learns the {num_classes} classes of the data')
+        load_weights(model, args.initial_checkpoint, use_ema=True, except_head=new_head)
     if args.freeze_backbone:
         count = freeze_backbone(model)
         if primary:
@@ -486,12 +681,14 @@ def _main(argv) -> int:
         raise UsageError(f'--opt {args.opt}: not an optimizer timm knows ({e}); '
                          f'timm.optim.list_optimizers() lists them') from e
     resume_epoch = None
-    checkpoint = None
-    if args.resume:
+    if args.resume and args.eval_only:  # the weights only (the EMA's with --model-ema), not the optimizer's state
+        load_weights(model, args.resume, use_ema=args.model_ema)
+    elif args.resume:
         checkpoint = resume_training(task, args.resume, args.model, optimizer=optimizer, loss_scaler=loss_scaler,
                                      log_info=primary)
         resume_epoch = checkpoint['epoch'] + 1 if checkpoint.get('version', 1) > 1 else checkpoint['epoch']
-    if args.model_ema:
+        _take_optimizer_flags(optimizer, args)
+    if args.model_ema and not args.eval_only:
         task.setup_ema(decay=args.model_ema_decay)
         if args.resume:
             resume_ema(task, args.resume, checkpoint)
@@ -538,7 +735,10 @@ def _main(argv) -> int:
     task.num_updates = start_epoch * updates_per_epoch
     if lr_scheduler is not None and start_epoch > 0:
         saved = checkpoint.get('lr_scheduler')
-        if saved is not None:
+        changed = _schedule_changes(args, checkpoint.get('args'))
+        if changed and primary:
+            _logger.info(f'{", ".join(changed)}: the schedule is rebuilt from this run\'s flags at epoch {start_epoch}')
+        if saved is not None and not changed:  # a plateau schedule's state depends on the metrics so far
             lr_scheduler.load_state_dict(saved)
         if args.sched_on_updates:
             lr_scheduler.step_update(task.num_updates)
@@ -558,8 +758,10 @@ def _main(argv) -> int:
         if args.resume:
             saver.load_state_dict_from_checkpoint(args.resume)
             _truncate_summary(os.path.join(output_dir, 'summary.csv'), start_epoch)
-        _logger.info(f'output: {output_dir}; {len(train_set)} training clips, {num_classes} classes, '
-                     f'{num_epochs} epochs from {start_epoch}')
+        clips = f'{len(train_set)} training videos' + (
+            f' ({args.num_samples} clips each, --num-samples)' if args.num_samples > 1 else '')
+        _logger.info(f'output: {output_dir}; {clips}, {num_classes} classes, {num_epochs} epochs from {start_epoch}; '
+                     f'{args.workers} loader workers per process')
         if not validating:
             _logger.info('no validation split: no "best" checkpoint is chosen; last.pth.tar holds the final model')
         if start_epoch >= num_epochs:
@@ -571,18 +773,24 @@ def _main(argv) -> int:
         seed_epoch(args.seed, epoch, args.rank, generator)
         if train_sampler is not None:
             train_sampler.set_epoch(epoch)
+        started = time.perf_counter()
         try:
-            train_metrics = train_one_epoch(epoch, task, train_loader, optimizer, lr_scheduler, args, device,
-                                            amp_autocast, loss_scaler, mixup_fn, progress, bad_log)
+            train_metrics, trained, failed = train_one_epoch(
+                epoch, task, train_loader, optimizer, lr_scheduler, args, device, amp_autocast, loss_scaler, mixup_fn,
+                progress, bad_log)
         except RuntimeError as e:
             _raise_data_failure(e)
             raise
         if not train_metrics['samples']:
             raise CommandError(f'epoch {epoch} trained on no clip: none of the {len(train_set)} training videos '
                                f'could be decoded ({bad_log.summary()}, listed above); nothing was saved')
+        _check_unlearned_classes(epoch, label_names, trained, failed, args)
+        train_s = time.perf_counter() - started
+        started = time.perf_counter()
         eval_metrics = validate(eval_model(), val_loader, args, device, amp_autocast, progress, bad_log) \
             if val_loader else None
-        lr = optimizer.param_groups[0]['lr']
+        eval_s = time.perf_counter() - started
+        lr = _base_lr(optimizer)
         metric = eval_metrics[args.eval_metric] if eval_metrics else None  # no validation: no "best"
         if primary:
             try:
@@ -595,12 +803,14 @@ def _main(argv) -> int:
                 if e.filename:
                     raise
                 raise OSError(e.errno, f'cannot write in {output_dir}: {e.strerror}', output_dir) from e
-            _logger.info(f'epoch {epoch}: train {train_metrics}, eval {eval_metrics}, lr {lr:.3g}')
+            _logger.info(_epoch_line(epoch, num_epochs, train_metrics, train_s, eval_metrics, eval_s, lr))
         if lr_scheduler is not None:
             lr_scheduler.step(epoch + 1, train_metrics['loss'] if metric is None else metric)
 
     if args.distributed:
         torch.distributed.destroy_process_group()
+    if saver is not None and saver.checkpoint_files:
+        _logger.info(f'checkpoints kept in {output_dir}: {saver.describe(args.eval_metric)}')
     if saver is not None and saver.best_metric is not None:
         _logger.info(f'best {args.eval_metric}: {saver.best_metric} (epoch {saver.best_epoch})')
     if primary:

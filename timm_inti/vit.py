@@ -29,8 +29,11 @@ Below the models: the checkpoint filter, ``create_video_model`` (any timm ``Visi
 ``Eva`` with its own weights and cfg becomes a video model), and the registrations, generated
 from the backbone table in ``timm_inti.backbones``.
 """
+import json
 import operator
 import pickle
+import re
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
@@ -41,10 +44,12 @@ from timm.models import (
     build_model_with_cfg,
     checkpoint,
     generate_default_cfgs,
+    is_model,
     load_pretrained,
     register_model,
     resolve_pretrained_cfg,
 )
+from timm.models._builder import _resolve_pretrained_source
 from timm.models._features import feature_take_indices
 from timm.models._input import update_model_args
 from timm.models.eva import Eva
@@ -276,14 +281,19 @@ class VideoTransformerMixin:
         if x.shape[0] == 0:
             raise ValueError(f'empty batch: expected at least one clip in dim 0, got input shape {tuple(x.shape)}')
         embed = self.patch_embed
-        if embed.strict_img_size and (height, width) != tuple(embed.img_size):
+        (patch_h, patch_w), (model_h, model_w) = embed.patch_size, embed.img_size
+        if not embed.dynamic_img_pad and (height % patch_h or width % patch_w):
+            # checked first: creating the model for this size would not help
+            fit_h, fit_w = max(height // patch_h, 1) * patch_h, max(width // patch_w, 1) * patch_w
+            then = '' if (fit_h, fit_w) == (model_h, model_w) or not embed.strict_img_size else \
+                f', and create the model with img_size=({fit_h}, {fit_w})'
             raise ValueError(
-                f'expected {embed.img_size[0]}x{embed.img_size[1]} frames, got {height}x{width}. Create the model '
+                f'frame size {height}x{width} is not a multiple of the patch size {patch_h}x{patch_w}: resize or '
+                f'crop the frames to a multiple, e.g. {fit_h}x{fit_w}{then}')
+        if embed.strict_img_size and (height, width) != (model_h, model_w):
+            raise ValueError(
+                f'expected {model_h}x{model_w} frames, got {height}x{width}. Create the model '
                 f'with img_size=({height}, {width}) to resample its position embedding, or dynamic_img_size=True.')
-        if not embed.dynamic_img_pad and (height % embed.patch_size[0] or width % embed.patch_size[1]):
-            raise ValueError(
-                f'frame size {height}x{width} is not a multiple of the patch size '
-                f'{embed.patch_size[0]}x{embed.patch_size[1]}')
         return x, is_image
 
     def _temporal_embed(self, num_frames: int) -> torch.Tensor:
@@ -488,6 +498,76 @@ def _weights_source(pretrained_cfg: Dict[str, Any]) -> str:
     return pretrained_cfg.get('url') or 'the checkpoint'
 
 
+def _check_weights_file(pretrained_cfg: Dict[str, Any]) -> None:
+    """Refuse a pretrained ``file`` that timm's loader would fail on with no reason: missing, a folder, empty, or
+    neither safetensors nor a PyTorch file."""
+    load_from, location = _resolve_pretrained_source(pretrained_cfg)
+    if load_from != 'file':
+        return
+    path, reason = Path(location), None
+    if not path.exists():
+        reason = 'no such file'
+    elif not path.is_file():
+        reason = 'not a file'
+    elif path.stat().st_size == 0:
+        reason = 'the file is empty, 0 bytes'
+    elif path.suffix != '.safetensors':
+        with open(path, 'rb') as f:
+            head = f.read(2)
+        if head != b'PK' and head[:1] != b'\x80':  # torch.save's zip archive; a pickle's PROTO opcode
+            reason = 'neither safetensors nor a PyTorch file'
+    if reason:
+        raise CheckpointError(f'{path}: cannot read the pretrained weights ({reason})')
+
+
+def load_failure_reason(error: BaseException) -> Tuple[str, bool]:
+    """A weights reader's error as a short reason, and whether the file is a real pickle holding Python objects.
+
+    torch's refusal under ``weights_only=True`` advises retrying with ``weights_only=False``,
+    which would run the file's pickle: never passed on. A file of other bytes (random, another
+    format) is "not a PyTorch weights file"; a pickle that holds objects besides tensors names them.
+    """
+    text = str(error).strip()
+    if 'weights_only' not in text:
+        return (text.splitlines()[0] if text else type(error).__name__), False
+    found = re.search(r'Unsupported global: GLOBAL (\S+)', text)
+    if found:
+        return f'it holds a {found.group(1)} besides tensors, which a safe load refuses', True
+    detail = re.search(r'WeightsUnpickler error:\s*(.+)', text)
+    return 'not a PyTorch weights file' + (f' ({detail.group(1).strip()})' if detail else ''), False
+
+
+def _read_failure(pretrained_cfg: Dict[str, Any], error: BaseException) -> CheckpointError:
+    """A loader's error as one line naming the source, without torch's advice to unpickle an untrusted file."""
+    reason, _ = load_failure_reason(error)
+    return CheckpointError(f'{_weights_source(pretrained_cfg)}: cannot read the pretrained weights ({reason})')
+
+
+def check_local_dir(folder: Union[str, Path]) -> Path:
+    """Refuse a ``local-dir:`` folder whose config.json timm would fail on deep inside, naming the file."""
+    folder = Path(folder)
+    config = folder / 'config.json'
+    if not folder.is_dir():
+        raise CheckpointError(f'local-dir:{folder}: no such folder')
+    if not config.is_file():
+        raise CheckpointError(f'{config}: no such file; a local-dir: folder holds config.json and the weights '
+                              f'(as save_pretrained writes them)')
+    try:
+        data = json.loads(config.read_text(encoding='utf-8'))
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f'{config}: not a text file ({e.reason} at byte {e.start})') from e
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f'{config}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})') from e
+    if not isinstance(data, dict) or not isinstance(data.get('architecture'), str):
+        raise CheckpointError(f'{config}: not a timm model config (no "architecture" naming a timm model)')
+    if not is_model(data['architecture']):
+        raise CheckpointError(f'{config}: architecture {data["architecture"]!r} is not a registered timm model')
+    for key in ('model_args', 'pretrained_cfg'):
+        if key in data and not isinstance(data[key], dict):
+            raise CheckpointError(f'{config}: "{key}" must be an object, got {type(data[key]).__name__}')
+    return config
+
+
 def _key_list(keys: List[str], limit: int = 8) -> str:
     more = f' and {len(keys) - limit} more' if len(keys) > limit else ''
     return ', '.join(keys[:limit]) + more
@@ -576,6 +656,8 @@ def _create_inti_vit(variant: str, pretrained: bool = False, **kwargs) -> VideoT
         act_layer = found[0].weights(cfg.tag).act_layer
         if act_layer is not None:
             kwargs['act_layer'] = act_layer
+    if pretrained:
+        _check_weights_file(cfg.to_dict())
     try:
         model = build_model_with_cfg(
             model_cls,
@@ -588,8 +670,7 @@ def _create_inti_vit(variant: str, pretrained: bool = False, **kwargs) -> VideoT
     except (SafetensorError, pickle.UnpicklingError, EOFError, OSError, RuntimeError) as e:
         if not pretrained:
             raise
-        # timm's readers say what broke but not in which file
-        raise CheckpointError(f'{_weights_source(cfg.to_dict())}: cannot read the pretrained weights: {e}') from e
+        raise _read_failure(cfg.to_dict(), e) from e  # timm's readers say what broke but not in which file
     if isinstance(kwargs.get('act_layer'), str):
         update_model_args(model, act_layer=kwargs['act_layer'])  # saved configs rebuild the same activation
     return model
@@ -654,6 +735,7 @@ def create_video_model(model_name: str, pretrained: bool = False, **kwargs: Any)
     if source == 'hf-hub':
         pretrained_cfg, arch, saved_args = load_model_config_from_hf(model_id)
     elif source == 'local-dir':
+        check_local_dir(model_id)
         pretrained_cfg, arch, saved_args = load_model_config_from_path(model_id)
     else:
         arch = split_model_name_tag(model_id)[0]
@@ -686,12 +768,13 @@ def create_video_model(model_name: str, pretrained: bool = False, **kwargs: Any)
     update_model_args(model, **{k: list(v) if isinstance(v, tuple) else v for k, v in video_kwargs.items()})
     if pretrained:
         cfg = model.pretrained_cfg
+        _check_weights_file(cfg)
         try:
             load_pretrained(
                 model, pretrained_cfg=cfg, num_classes=model.num_classes, in_chans=model.in_chans,
                 filter_fn=checkpoint_filter_fn)
         except (SafetensorError, pickle.UnpicklingError, EOFError, OSError, RuntimeError) as e:
-            raise CheckpointError(f'{_weights_source(cfg)}: cannot read the pretrained weights: {e}') from e
+            raise _read_failure(cfg, e) from e
     return model
 
 
