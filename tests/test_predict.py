@@ -178,3 +178,16 @@ def test_show_merges_needs_an_inti_model(videos, tmp_path, capsys):
     assert main([str(good[0]), '--checkpoint', str(naive), '--show-merges', str(tmp_path / 'm')]) == 2
     assert 'has no InTI layers' in capsys.readouterr().err
     assert not (tmp_path / 'm').exists()
+
+
+def test_videos_with_broken_timestamps_get_predictions(trained_checkpoint, tmp_path, capsys):
+    """Timestamps equal, shuffled or absent (a raw stream) while every frame decodes: not 'damaged'."""
+    from timm_inti.video.synthetic import write_broken_timestamps
+    paths = [write_broken_timestamps(tmp_path / name, kind) for kind, name in
+             (('equal', 'equal.mp4'), ('shuffled', 'shuffled.mkv'), ('missing', 'missing.h264'))]
+    code = main([*map(str, paths), '--checkpoint', str(trained_checkpoint), '--json', '--workers', '0'])
+    out, err = capsys.readouterr()
+    assert code == 0 and 'error' not in err, err
+    results = [json.loads(line) for line in out.splitlines()]
+    assert [r['path'] for r in results] == [str(p) for p in paths]
+    assert all(r['predictions'][0]['label'] == 'right' for r in results)

@@ -241,3 +241,36 @@ def test_a_failed_write_leaves_no_final_file(tmp_path, monkeypatch):
     assert main([str(src), str(tmp_path / 'dst'), '-j', '1']) == 0
     assert probe(tmp_path / 'dst' / 'c' / 'a.mp4').num_frames == 30
     assert torch.is_tensor(read_frames(tmp_path / 'dst' / 'c' / 'a.mp4', [29])[0])
+
+
+def test_broken_timestamps_come_out_clean_and_train(tmp_path):
+    """Sources whose frames all decode but whose timestamps are equal, shuffled or packed: prepared in decode
+    order at the codec's rate, with constant-rate timestamps; a truncated file is still reported."""
+    import av
+
+    from timm_inti.video.synthetic import write_broken_timestamps
+    src = tmp_path / 'src'
+    for label, kinds in (('left', ('equal', 'shuffled')), ('right', ('packed', 'equal'))):
+        for k, kind in enumerate(kinds):
+            write_broken_timestamps(src / 'train' / label / f'{kind}{k}.mkv', kind, num_frames=24 + 2 * k)
+    good = write_video(tmp_path / 'good.mp4', num_frames=60, size=(96, 128), noise=True,
+                       container_options={'movflags': 'faststart'})
+    (src / 'train' / 'left' / 'truncated.mp4').write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    dst = tmp_path / 'dst'
+    assert main([str(src), str(dst), '--short-side', '32', '-j', '1']) == 0
+    report = rows(dst / 'prepare_report.csv')
+    assert [r['path'].split('/')[-1] for r in report] == ['truncated.mp4'], report
+    assert 'truncated or damaged' in report[0]['reason']
+    manifest = rows(dst / 'manifest.csv')
+    assert len(manifest) == 4
+    for row in manifest:
+        with av.open(str(dst / row['path'])) as container:
+            stream = container.streams.video[0]
+            pts = [frame.pts for frame in container.decode(stream)]
+            step = round(1 / (25 * stream.time_base))
+        assert pts == [k * step for k in range(len(pts))], 'clean constant-rate timestamps'
+        assert (int(row['frames']), float(row['fps'])) == (len(pts), 25.0)
+        frames, _ = read_frames(dst / row['path'], [0, len(pts) - 1])
+        assert [frame_id(f) for f in frames] == [0, len(pts) - 1], 'every frame, in decode order'
+    assert sorted(int(r['frames']) for r in manifest) == [24, 24, 26, 26]
+

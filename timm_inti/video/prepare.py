@@ -40,6 +40,7 @@ import argparse
 import csv
 import dataclasses
 import errno
+import itertools
 import json
 import math
 import multiprocessing
@@ -264,26 +265,53 @@ def _target_size(width: int, height: int, short_side: int) -> Tuple[int, int]:
 
 
 def prepare_video(source: str, output: Path, options: Options = Options()) -> None:
-    """Re-encode one video upright at the options' size, rate and keyframe interval (raises VideoDecodeError)."""
+    """Re-encode one video upright at the options' size, rate and keyframe interval (raises VideoDecodeError).
+
+    The output has clean constant-rate timestamps. A source whose timestamps are missing,
+    repeated or out of order (``timm_inti.video.decode`` reads those in decode order) is
+    written in decode order at its codec's frame rate.
+    """
+    from .decode import _check_path, _UnusableTimestamps
+
+    source = _check_path(source)
+    try:
+        _encode(source, output, options, in_order=False)
+    except _UnusableTimestamps:  # nothing of the first attempt is left: atomic_path removed its temporary
+        _encode(source, output, options, in_order=True)
+
+
+def _encode(source: str, output: Path, options: Options, in_order: bool) -> None:
     import av
     import numpy as np
 
-    from .decode import _check_path, _displayed, _open_pyav, _pyav_info
+    from .decode import _checked, _displayed, _first_frames, _in_order_info, _open_pyav, _pyav_info
 
-    source = _check_path(source)
+    if in_order:
+        container, stream = _open_pyav(source)
+        with container:
+            info = _in_order_info(source, container, stream)
     container, stream = _open_pyav(source)
     with container:
-        info = _pyav_info(source, container, stream)
-        time_base, start = float(stream.time_base), stream.start_time or 0
-        rate = Fraction(stream.average_rate or stream.guessed_rate).limit_denominator(1001)
+        if not in_order:
+            info = _pyav_info(source, container, stream)
+        time_base, start = Fraction(stream.time_base or 1), stream.start_time or 0
+        source_rate = Fraction(info.fps).limit_denominator(1001)
+        rate = source_rate
         if options.max_fps and rate > options.max_fps:
             rate = Fraction(options.max_fps).limit_denominator(1001)
         count = 0
         try:
+            frames = container.decode(stream)
+            if in_order:  # the k-th decoded frame is shown at k / rate
+                timed = ((k / source_rate, frame) for k, frame in enumerate(frames))
+            else:
+                first, rest = _first_frames(source, _checked(frames),
+                                            lambda frame: round((frame.pts - start) * time_base * source_rate))
+                timed = (((frame.pts - start) * time_base, frame) for frame in itertools.chain([first], rest))
             with atomic_path(output) as tmp, av.open(str(tmp), 'w', format='mp4',
                                                      options={'movflags': '+faststart'}) as out:
                 video = None
-                for frame in container.decode(stream):
+                for seconds, frame in timed:
                     if video is None:  # the first frame carries the display matrix
                         info = _displayed(info, frame.rotation or 0)
                         width, height = _target_size(info.width, info.height, options.short_side)
@@ -294,10 +322,8 @@ def prepare_video(source: str, output: Path, options: Options = Options()) -> No
                         video = out.add_stream('libx264', rate=rate, options=x264)
                         video.width, video.height, video.pix_fmt = width, height, 'yuv420p'
                         video.codec_context.time_base = 1 / rate
-                    if frame.pts is None:
-                        continue
                     # constant rate out: frame n shows the source at n / rate (drops frames above the cap)
-                    n = math.floor((frame.pts - start) * time_base * rate + 0.5 - 1e-6)  # nearest, ties to the earlier
+                    n = math.floor(seconds * rate + Fraction(1, 2) - Fraction(1, 10 ** 6))  # nearest, ties earlier
                     if n < count:
                         continue
                     if info.rotation:
@@ -316,7 +342,7 @@ def prepare_video(source: str, output: Path, options: Options = Options()) -> No
                         count += 1
                 if video is None:
                     raise VideoDecodeError(source, 'the video stream holds no decodable frame')
-                expected = round(info.num_frames * rate / Fraction(info.fps).limit_denominator(1001))
+                expected = round(info.num_frames * rate / source_rate)
                 if count < 0.9 * expected:
                     raise VideoDecodeError(source, f'truncated or damaged: only {count} of {expected} frames decode')
                 for packet in video.encode():
