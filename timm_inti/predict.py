@@ -27,7 +27,8 @@ Outputs survive a crash:
     merged into FILE.jsonl (atomically) in input order, as one process would have written it.
   * ``--features FILE.npy`` (or ``.safetensors``, tensor ``features``): one float32 vector per
     readable video, rows in input order, and ``FILE.index.jsonl`` naming each row's video.
-    While running, vectors go to ``FILE.npy.part-RANK-NNNNN.npy`` shards of ``--shard-size``.
+    While running, each process appends every vector to ``FILE.npy.part-RANK.f32`` and names
+    it in ``FILE.npy.part-RANK.jsonl``, as ``--output`` does: a kill loses only the videos in flight.
 
 A rerun with the same outputs skips the videos already in them (or in their parts) and
 does the rest; a line torn by a kill is dropped. Under ``torchrun`` the videos are split
@@ -99,7 +100,6 @@ def _parser() -> argparse.ArgumentParser:
                        help='pre-logits: the pooled token before the head; clip: CLIP\'s image-text space '
                             '(a CLIP-initialised model\'s projection head); auto: clip for a CLIP-initialised '
                             'model (no class names, or zero-shot), pre-logits for a fine-tuned classifier')
-    group.add_argument('--shard-size', type=positive_int, default=1024, help='vectors per features shard while running')
     group.add_argument('--json', action='store_true', help='without --output: print JSON lines instead of text')
     group.add_argument('--show-merges', default=None, metavar='DIR',
                        help='pictures of what the InTI layers merge in the first view of every video: '
@@ -332,33 +332,47 @@ class JsonlOutput:
 
 
 class FeatureOutput:
-    """``--features``: vectors in ``.npy`` shards per process while running, one file in input order at the end.
+    """``--features``: vectors appended per video to a part file per process, one file in input order at the end.
 
-    A shard is written atomically, then its rows are named in the process's part index
-    (``PATH.part-RANK.jsonl``, lines ``{"path", "shard", "row"}``); vectors not yet in a shard
-    when a run is killed are computed again. Unreadable videos have no row (``--output`` lists
-    them); without ``--output`` a rerun tries them again.
+    Each vector is appended to ``PATH.part-RANK.f32`` (raw float32 rows) and flushed, then
+    named in the process's part index (``PATH.part-RANK.jsonl``, lines ``{"path", "row",
+    "dim"}``): a kill loses at most the videos in flight, and bytes of a row that the index
+    does not name (cut by a kill) are cut off before appending again. Unreadable videos have
+    no row (``--output`` lists them); without ``--output`` a rerun tries them again.
     """
 
-    def __init__(self, path: str, rank: int, shard_size: int):
+    def __init__(self, path: str, rank: int):
         self.path = Path(path)
         self.index = self.path.with_suffix('.index.jsonl')
         self.rank = rank
         self.part_index = Path(f'{path}.part-{rank}.jsonl')
-        self.shard_size = shard_size
-        self.done = {r['path'] for r in self._final_index()} | {r['path'] for r in self._part_records()}
-        self.appender = None
-        self.pending_paths: List[str] = []
-        self.pending_vectors: List[torch.Tensor] = []
-        self.next_shard = 1 + max([int(p.name.rsplit('-', 1)[1][:-4]) for p in self._shards(rank)] or [-1])
+        self.part_data = Path(f'{path}.part-{rank}.f32')
+        final = self._final_index()
+        self.dim = self._load_final().shape[1] if final else None
+        self.dim = self._check_dim(self.dim, self._part_records(), f'{self.path}\'s parts')
+        self.done = {r['path'] for r in final} | {r['path'] for r in self._part_records()}
+        self.appender = self.data = None
+        self.rows = 0
 
-    def _shards(self, rank='*') -> List[Path]:
-        return _parts(self.path, f'.part-{rank}-*.npy')
+    def _check_dim(self, dim: Optional[int], records: Sequence[dict], what: str) -> Optional[int]:
+        for r in records:
+            if dim is None:
+                dim = r['dim']
+            elif r['dim'] != dim:
+                raise UsageError(f'--features {self.path}: {what} hold vectors of {r["dim"]} and {dim} numbers: '
+                                 f'remove them and run again')
+        return dim
 
-    def _part_records(self) -> List[dict]:
-        shards = {p.name for p in self._shards()}  # a shard named in an index but never written holds nothing
-        return [r for part in _parts(self.path, '.part-*.jsonl') for r in read_records(part)
-                if r.get('shard') in shards]
+    def _part_records(self, rank='*') -> List[dict]:
+        """The rows of the part indexes whose bytes are all in their data file."""
+        records = []
+        for part in _parts(self.path, f'.part-{rank}.jsonl'):
+            data = part.with_suffix('.f32')
+            size = data.stat().st_size if data.is_file() else 0
+            records += [dict(r, data=data) for r in read_records(part)
+                        if isinstance(r.get('row'), int) and isinstance(r.get('dim'), int)
+                        and (r['row'] + 1) * r['dim'] * 4 <= size]
+        return records
 
     def _final_index(self) -> List[dict]:
         _check_ours(self.index, '--features index')
@@ -389,35 +403,32 @@ class FeatureOutput:
         return array
 
     def open(self) -> None:
+        mine = self._part_records(self.rank)
+        self.rows = 1 + max([r['row'] for r in mine] or [-1])
         self.appender = _Appender(self.part_index)
+        self.data = open(self.part_data, 'ab')
+        self.data.truncate(self.rows * (self.dim or 0) * 4)  # a row cut by a kill, not in the index
+
+    def check(self, dim: int, model: str) -> None:
+        """Refuse vectors of another width than those already in the file (another model's)."""
+        if self.dim is not None and dim != self.dim:
+            raise UsageError(f'--features {self.path} holds {self.dim}-d vectors of an earlier run, {model} gives '
+                             f'{dim}-d ones: name another file (or remove it and its parts to start anew)')
+        self.dim = dim
 
     def write(self, path: str, vector: Optional[torch.Tensor]) -> None:
         if path in self.done or vector is None:
             return
-        self.pending_paths.append(path)
-        self.pending_vectors.append(vector.float().cpu())
-        if len(self.pending_paths) >= self.shard_size:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending_paths:
-            return
         import numpy as np
-
-        from timm_inti.files import atomic_path
-        shard = Path(f'{self.path}.part-{self.rank}-{self.next_shard:05d}.npy')
-        with atomic_path(shard) as tmp:
-            with open(tmp, 'wb') as f:
-                np.save(f, torch.stack(self.pending_vectors).numpy())
-        for row, path in enumerate(self.pending_paths):
-            self.appender.write(dict(path=path, shard=shard.name, row=row))
-        self.next_shard += 1
-        self.pending_paths, self.pending_vectors = [], []
+        self.data.write(np.ascontiguousarray(vector.float().cpu().numpy(), dtype=np.float32).tobytes())
+        self.data.flush()  # the bytes first, then the line that names them
+        self.appender.write(dict(path=path, row=self.rows, dim=int(vector.numel())))
+        self.rows += 1
 
     def close(self) -> None:
         if self.appender is not None:
-            self.flush()
             self.appender.close()
+            self.data.close()
 
     def merge(self, inputs: Sequence[str]) -> int:
         """Write PATH and its index: the inputs' vectors in input order, then any earlier others; remove the parts."""
@@ -430,13 +441,13 @@ class FeatureOutput:
             array = self._load_final()
             for row, r in enumerate(final):
                 sources.setdefault(r['path'], (array, row))
-        shards = {}
+        parts = {}
         for r in self._part_records():
             if r['path'] in sources:
                 continue
-            if r['shard'] not in shards:
-                shards[r['shard']] = np.load(self.path.parent / r['shard'], mmap_mode='r')
-            sources[r['path']] = (shards[r['shard']], r['row'])
+            if r['data'] not in parts:
+                parts[r['data']] = np.memmap(r['data'], dtype=np.float32, mode='r').reshape(-1, r['dim'])
+            sources[r['path']] = (parts[r['data']], r['row'])
         inputs_set = set(inputs)
         order = [p for p in inputs if p in sources] + [p for p in sources if p not in inputs_set]
         dim = next(iter(sources.values()))[0].shape[1] if sources else 0
@@ -455,7 +466,8 @@ class FeatureOutput:
                 save_file({'features': np.ascontiguousarray(out, dtype=np.float32)}, str(tmp),
                           metadata={'index': self.index.name})
         write_atomic(self.index, lambda f: f.writelines(json.dumps(dict(path=p)) + '\n' for p in order))
-        for part in self._shards() + _parts(self.path, '.part-*.jsonl'):
+        del parts, sources
+        for part in _parts(self.path, '.part-*.f32') + _parts(self.path, '.part-*.jsonl'):
             part.unlink()
         return len(order)
 
@@ -513,6 +525,15 @@ def _feature_space(args, model, label_names) -> Optional[str]:
         raise UsageError('--feature-space clip needs a CLIP-initialised model (its head is CLIP\'s image '
                          'projection); this one has a classifier head: use pre-logits')
     return space
+
+
+def _feature_dim(model, space: str) -> Optional[int]:
+    """The width of the vectors ``_step`` extracts in ``space`` (None when the model does not say)."""
+    from timm_inti.zero_shot import ZeroShotHead
+    if space == 'pre-logits':
+        return getattr(model, 'head_hidden_size', None) or getattr(model, 'num_features', None)
+    projection = model.head.projection if isinstance(model.head, ZeroShotHead) else model.head
+    return getattr(projection, 'out_features', None)
 
 
 def _step(model, classify: bool, space: Optional[str]):
@@ -599,7 +620,9 @@ def run(args: argparse.Namespace) -> dict:
         if path:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     output = JsonlOutput(args.output, rank) if args.output else None
-    features = FeatureOutput(args.features, rank, args.shard_size) if args.features else None
+    features = FeatureOutput(args.features, rank) if args.features else None
+    if features is not None and _feature_dim(model, space):
+        features.check(_feature_dim(model, space), args.checkpoint or args.model)
     if group is not None:
         torch.distributed.barrier(group=group)  # every rank has read what is done before any writes
     stores = [s for s in (output, features) if s is not None]
@@ -652,6 +675,8 @@ def run(args: argparse.Namespace) -> dict:
                     outputs = average_over_views(step, batch.clips.to(device, non_blocking=True))
                 probs = outputs[0] if classify else None
                 vectors = outputs[-1] if space else None
+                if features is not None:
+                    features.check(vectors.shape[1], args.checkpoint or args.model)
                 if classify:
                     top = probs.topk(top_k)
                     values, indices = top.values.tolist(), top.indices.tolist()
