@@ -52,7 +52,7 @@ import timm
 import timm.utils
 import torch
 
-from .cli import UsageError, add_debug_argument, command, non_negative_int, positive_float, positive_int
+from .cli import CommandError, UsageError, add_debug_argument, command, non_negative_int, positive_float, positive_int
 
 __all__ = ['main', 'parse_args', 'run', 'build_model', 'expand_inputs', 'manifest_frame_counts', 'read_records']
 
@@ -75,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
                        help='timm model name, hf-hub:org/name or local-dir:PATH (default: %(default)s)')
     group.add_argument('--checkpoint', default=None,
                        help='a training checkpoint (timm-inti-train) or a weights file (.safetensors, .pth)')
+    group.add_argument('--pretrained-path', default=None, metavar='FILE',
+                       help='the model\'s pretrained weights from this local file instead of the Hub, as timm\'s '
+                            'flag (pretrained_cfg_overlay=dict(file=FILE)): a CLIP image checkpoint (OpenAI, '
+                            'open_clip or timm format); see docs/offline.md')
     group.add_argument('--use-ema', action='store_true', help='the EMA weights of a training checkpoint')
     group.add_argument('--model-kwargs', nargs='*', default={}, action=timm.utils.ParseKwargs,
                        help='extra model kwargs, k=v (e.g. embed_dim=64 depth=4)')
@@ -82,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument('--zero-shot-labels', default=None, help='class names, one per line, for zero-shot scoring')
     group.add_argument('--text-tower', default=None, metavar='MODEL:PRETRAINED',
                        help='open_clip text tower for zero-shot (default: the one matching the model\'s tag); '
-                            'PRETRAINED may be a local checkpoint')
+                            'PRETRAINED may be a local checkpoint file, or give local-dir:DIR (open_clip\'s '
+                            'folder: open_clip_config.json and the weights)')
     group.add_argument('--top-k', type=positive_int, default=5, help='labels per video (default: %(default)s)')
     group = parser.add_argument_group('Views')
     group.add_argument('--num-frames', type=positive_int, default=None, help='frames per clip (default: the model\'s)')
@@ -125,14 +130,27 @@ def _read_lines(path: str, what: str) -> List[str]:
 
 
 def build_model(args):
-    """The model, its label names (or None), from --model / --checkpoint."""
+    """The model, its label names (or None), from --model / --checkpoint / --pretrained-path."""
+    from timm_inti import CheckpointError
     from timm_inti.checkpoints import create_model, create_model_from_checkpoint
+    from timm_inti.hub import OFFLINE_DOC, hub_unreachable
     kwargs = dict(getattr(args, 'model_kwargs', None) or {})
     kwargs.update({} if args.num_frames is None else dict(num_frames=args.num_frames))
-    if args.checkpoint is None:
-        model = create_model(args.model, pretrained=True, **kwargs)
-        return model, model.pretrained_cfg.get('label_names')
-    return create_model_from_checkpoint(args.checkpoint, args.model, use_ema=args.use_ema, **kwargs)
+    pretrained_path = getattr(args, 'pretrained_path', None)
+    if pretrained_path:
+        kwargs['pretrained_cfg_overlay'] = dict(file=pretrained_path)
+    try:
+        if args.checkpoint is None:
+            model = create_model(args.model, pretrained=True, **kwargs)
+            return model, model.pretrained_cfg.get('label_names')
+        return create_model_from_checkpoint(args.checkpoint, args.model, use_ema=args.use_ema, **kwargs)
+    except Exception as e:
+        if not hub_unreachable(e):
+            raise
+        raise CheckpointError(
+            f'--model {args.model}: its weights are not in the Hugging Face cache and the Hub cannot be reached '
+            f'(HF_HUB_OFFLINE=1 or no network): give local weights with --pretrained-path FILE, --model '
+            f'local-dir:DIR or --checkpoint FILE (see {OFFLINE_DOC})') from e
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,7 +199,14 @@ def _read_list(list_file: str) -> List[str]:
         raise UsageError(f'{list_file}: not a text list of videos ({e.reason} at byte {e.start})') from e
     if not paths:
         raise UsageError(f'{list_file}: the list holds no videos')
-    return [p if os.path.isabs(p) else os.path.join(base, p) for p in paths]
+    paths = [p if os.path.isabs(p) else os.path.join(base, p) for p in paths]
+    if not any(_is_video(p) or os.path.exists(p) for p in paths):
+        first = os.path.relpath(paths[0], base) if base else paths[0]
+        raise UsageError(
+            f'{list_file}: none of its {len(paths)} lines names a video file or an existing path (the first: '
+            f'{first!r}): a list of class names? give it with --labels FILE (a fine-tuned model\'s classes, in '
+            f'class-index order) or --zero-shot-labels FILE (names for a CLIP model to score)')
+    return paths
 
 
 def expand_inputs(items: Iterable[str]) -> List[str]:
@@ -569,6 +594,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         raise UsageError(f'--device {args.device}: CUDA is not available here; use --device cpu')
     if args.features and not args.features.lower().endswith(FEATURE_SUFFIXES):
         raise UsageError(f'--features {args.features}: the file must end in .npy or .safetensors')
+    if args.pretrained_path and args.checkpoint:
+        raise UsageError(f'--pretrained-path {args.pretrained_path} and --checkpoint {args.checkpoint} both give the '
+                         f'weights: leave one out')
     if args.output and args.features and os.path.abspath(args.output) in (
             os.path.abspath(args.features), os.path.abspath(Path(args.features).with_suffix('.index.jsonl'))):
         raise UsageError(f'--output {args.output} would overwrite the features or their index')
@@ -595,14 +623,25 @@ def run(args: argparse.Namespace) -> dict:
     if args.zero_shot_labels:
         from timm_inti.zero_shot import create_text_tower, set_zero_shot_head, text_tower_for
         label_names = _read_lines(args.zero_shot_labels, 'zero-shot labels')
-        if args.text_tower:
+        if args.text_tower and args.text_tower.startswith(('local-dir:', 'hf-hub:')):  # open_clip's own schemas
+            name, pretrained = args.text_tower, None
+        elif args.text_tower:
             name, _, pretrained = args.text_tower.partition(':')
         else:
-            name, pretrained = text_tower_for(model)
+            name, pretrained = text_tower_for(model)  # a ValueError that names --text-tower
+        shown = f'{name}:{pretrained}' if pretrained else name
         try:
             clip_model, tokenizer = create_text_tower(name, pretrained or None)
+        except OSError as e:
+            from timm_inti.hub import OFFLINE_DOC, hub_unreachable
+            if not hub_unreachable(e):
+                raise
+            raise CommandError(
+                f'text tower {shown}: its weights are not in the Hugging Face cache and the Hub cannot be reached '
+                f'(HF_HUB_OFFLINE=1 or no network): give a local copy with --text-tower {name}:FILE (an open_clip '
+                f'checkpoint) or --text-tower local-dir:DIR (see {OFFLINE_DOC})') from e
         except RuntimeError as e:  # open_clip's word for an unknown model name or missing weights
-            raise UsageError(f'text tower {name}:{pretrained}: {e}') from e
+            raise UsageError(f'text tower {shown}: {e}') from e
         set_zero_shot_head(model, label_names, clip_model, tokenizer)  # once: the head scores every video
         del clip_model
     if args.labels:

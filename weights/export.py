@@ -31,6 +31,8 @@ def main(argv=None):
     parser.add_argument('--labels', default=None, help='class names, one per line (default: the checkpoint\'s)')
     parser.add_argument('--finetuned-on', default='a video classification dataset',
                         help='the data the weights were fine-tuned on, for the model card')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace a README.md / config.json in --out that an earlier save did not write')
     add_debug_argument(parser)
     args = parser.parse_args(argv)
     checkpoint = read_checkpoint_metadata(args.checkpoint)
@@ -42,7 +44,8 @@ def main(argv=None):
     if labels and len(labels) != model.num_classes:
         raise UsageError(f'--labels {args.labels} holds {len(labels)} names for a model with '
                          f'{model.num_classes} classes')
-    save_pretrained(model.eval(), args.out, label_names=labels or label_names, finetuned_on=args.finetuned_on)
+    save_pretrained(model.eval(), args.out, label_names=labels or label_names, finetuned_on=args.finetuned_on,
+                    overwrite=args.overwrite)
     print(f"wrote {args.out}: {checkpoint['arch']}, {model.num_classes} classes, epoch {checkpoint.get('epoch')}")
     return 0
 
