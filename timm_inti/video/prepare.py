@@ -75,7 +75,12 @@ SPLIT_NAMES = ('train', 'val', 'validation', 'test')
 MANIFEST = 'manifest.csv'
 REPORT = 'prepare_report.csv'
 SETTINGS = 'prepare_settings.json'
+LOCK = '.prepare.lock'
 MANIFEST_COLUMNS = ['path', 'label', 'split', 'frames', 'fps', 'width', 'height']
+X264_PRESETS = ('ultrafast', 'superfast', 'veryfast', 'faster', 'fast', 'medium', 'slow', 'slower', 'veryslow',
+                'placebo')
+X264_TUNES = ('film', 'animation', 'grain', 'stillimage', 'psnr', 'ssim', 'fastdecode', 'zerolatency')
+MIN_FPS = 0.01  # --max-fps below this is a typo (a frame every 100 s), and rounds to a rate of 0
 LIST_COLUMNS = ['path', 'label', 'frames', 'fps', 'width', 'height']
 
 
@@ -96,10 +101,11 @@ def _is_video(path: Path) -> bool:
 
 
 def _walk(root: Path, exclude: Optional[Path] = None) -> List[Path]:
-    """Every non-hidden file under root (not under ``exclude``), in a stable order."""
+    """Every non-hidden file under root (not under ``exclude``, nor in an earlier output), in a stable order."""
     files = []
     for folder, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.') and Path(folder) / d != exclude)
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.') and Path(folder) / d != exclude
+                         and not (Path(folder) / d / SETTINGS).is_file())
         files += [Path(folder) / n for n in sorted(names) if not n.startswith('.')]
     return files
 
@@ -176,14 +182,26 @@ def _ssv2_label(entry: Dict) -> str:
     return entry['template'].replace('[', '').replace(']', '')
 
 
+def _read_json(path: Path, kind: type, what: str):
+    """A JSON file whose top level is ``kind``, or a UsageError naming the file."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f'{path}: not {what} ({e})') from None
+    if not isinstance(data, kind):
+        raise UsageError(f'{path}: not {what} (the file holds a JSON {type(data).__name__})')
+    return data
+
+
 def _ssv2_jobs(src: Path, json_file: Path, classes: Dict[str, str], index: Dict[str, Path]) -> List[Job]:
     split = json_file.stem
-    try:
-        entries = json.loads(json_file.read_text())
-    except json.JSONDecodeError as e:
-        raise UsageError(f'{json_file}: not a JSON list of videos ({e})')
+    entries = _read_json(json_file, list, 'a Something-Something v2 list of videos (a JSON list of '
+                                          '{"id", "template", ...} objects)')
     jobs = []
-    for entry in entries:
+    for number, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict) or 'id' not in entry:
+            raise UsageError(f'{json_file}: entry {number} is not a video ({{"id", "template", ...}}), '
+                             f'got {json.dumps(entry)[:80]}')
         if 'template' not in entry:  # test lists carry no labels
             continue
         label = _ssv2_label(entry)
@@ -197,8 +215,13 @@ def _list_jobs(src: Path, list_file: Path) -> List[Job]:
     split = list_file.stem
     jobs = []
     for path, label in _read_list(list_file):
-        source = src / path
-        jobs.append(Job(str(source), _output_name(Path(path).as_posix()), label, split))
+        source = Path(os.path.normpath(src / path))  # an absolute path stays itself; '..' is resolved
+        try:
+            relative = source.relative_to(src)
+        except ValueError:
+            raise UsageError(f'{list_file}: {path} lies outside the source folder {src}: the output keeps each '
+                             f'video\'s path below SRC, so a listed video must lie in SRC') from None
+        jobs.append(Job(str(source), _output_name(relative.as_posix()), label, split))
     return jobs
 
 
@@ -228,7 +251,8 @@ def find_jobs(src: Path, dst: Path, annotations: Sequence[Path] = ()) -> Tuple[L
             if not labels_file.is_file():
                 raise UsageError(f'{ann}: Something-Something v2 lists need labels.json beside them ({labels_file})')
             index = index if index is not None else _index_by_stem(src, dst)
-            jobs += _ssv2_jobs(src, ann, json.loads(labels_file.read_text()), index)
+            jobs += _ssv2_jobs(src, ann, _read_json(labels_file, dict, 'a Something-Something v2 labels.json '
+                                                    '(a JSON object {"class name": "index"})'), index)
             layouts.add('Something-Something v2')
         elif _is_kinetics_csv(ann):
             index = index if index is not None else _index_by_stem(src, dst)
@@ -448,6 +472,51 @@ class _Progress:
             self.bar.close()
 
 
+def _max_fps(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
+    if not (value == 0 or (math.isfinite(value) and value >= MIN_FPS)):
+        raise argparse.ArgumentTypeError(f'{text} is not 0 (keep the rate) or a rate of at least {MIN_FPS} frames '
+                                         f'per second')
+    return value
+
+
+def _crf(text: str) -> int:
+    value = non_negative_int(text)
+    if value > 51:
+        raise argparse.ArgumentTypeError(f'{text} is not an x264 quality (0-51; lower is better, 23 typical)')
+    return value
+
+
+def _tune(text: str) -> str:
+    unknown = [t for t in text.split(',') if t not in X264_TUNES] if text != 'none' else []
+    if unknown:
+        raise argparse.ArgumentTypeError(f'{text!r} is not an x264 tune (one or more of {", ".join(X264_TUNES)}, '
+                                         f'comma-separated, or none)')
+    return text
+
+
+def _lock(dst: Path):
+    """Hold DST's lock file for the run; another prepare into DST is refused while it runs (released at exit)."""
+    import fcntl
+    handle = open(dst / LOCK, 'a+')
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or '?'
+        handle.close()
+        raise UsageError(f'another {PROG} (process {pid}) is preparing into {dst}: wait for it to finish, or use '
+                         f'another output folder') from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description=__doc__.split('\n\n')[0].strip(' .') + '.',
@@ -460,13 +529,15 @@ def _parser() -> argparse.ArgumentParser:
                              'SRC/labels, else class folders)')
     parser.add_argument('--short-side', type=non_negative_int, default=DEFAULT_SHORT_SIDE,
                         help='scale videos down to this short side in pixels (0: keep the size)')
-    parser.add_argument('--max-fps', type=float, default=0.0, help='cap the frame rate (0: keep it)')
+    parser.add_argument('--max-fps', type=_max_fps, default=0.0,
+                        help=f'cap the frame rate (0: keep it; else at least {MIN_FPS})')
     parser.add_argument('--gop', type=positive_int, default=DEFAULT_GOP,
                         help='keyframe interval in frames (1: every frame a keyframe)')
-    parser.add_argument('--crf', type=non_negative_int, default=DEFAULT_CRF,
-                        help='x264 quality (lower: better, larger)')
-    parser.add_argument('--preset', default='veryfast', help='x264 preset (speed of preparing against file size)')
-    parser.add_argument('--tune', default=DEFAULT_TUNE,
+    parser.add_argument('--crf', type=_crf, default=DEFAULT_CRF,
+                        help='x264 quality, 0-51 (lower: better, larger)')
+    parser.add_argument('--preset', default='veryfast', choices=X264_PRESETS,
+                        help='x264 preset (speed of preparing against file size)')
+    parser.add_argument('--tune', type=_tune, default=DEFAULT_TUNE,
                         help='x264 tune; fastdecode makes files that decode several times faster for about 10%% '
                              'more disk; "none" for x264\'s default coding (CABAC, deblocking)')
     parser.add_argument('-j', '--workers', type=positive_int, default=os.cpu_count() or 1,
@@ -482,20 +553,38 @@ def main(argv=None) -> int:
     src, dst = args.src.resolve(), args.dst.resolve()
     if not src.is_dir():
         raise UsageError(f'source {src} is not a folder')
-    if args.max_fps < 0:
-        raise UsageError(f'--max-fps must be 0 (keep) or positive, got {args.max_fps}')
     if src == dst:
         raise UsageError(f'the output {dst} must not be the source folder')
+    if src in dst.parents:
+        raise UsageError(f'the output {dst} lies inside the source {src}: a later run would take its videos for '
+                         f'sources; put it beside SRC')
     jobs, layout = find_jobs(src, dst, [a.resolve() for a in args.annotations])
     if not jobs:
         raise UsageError(f'no videos found in {src} (layout: {layout})')
     outputs = {}
     for job in jobs:
-        if job.output in outputs and outputs[job.output].source != job.source:
-            raise UsageError(f'{job.source} and {outputs[job.output].source} would both become {dst / job.output}')
+        before = outputs.get(job.output)
+        if before is not None and before.source != job.source:
+            raise UsageError(f'{job.source} and {before.source} would both become {dst / job.output}')
+        if before is not None and (before.label, before.split) != (job.label, job.split):
+            raise UsageError(f'{job.source or job.output} is listed twice: as {before.label!r} in '
+                             f'{before.split or "the class folders"} and as {job.label!r} in '
+                             f'{job.split or "the class folders"}; a video has one label and one split')
         outputs[job.output] = job
     jobs = list(outputs.values())
+    for job in jobs:  # the one check that every write stays in DST, whatever the layout made of a path
+        if dst not in (dst / job.output).resolve().parents:
+            raise UsageError(f'{job.source}: its output {dst / job.output} would lie outside {dst}')
     dst.mkdir(parents=True, exist_ok=True)
+    lock = _lock(dst)
+    try:
+        return _prepare_all(args, src, dst, jobs, layout)
+    finally:
+        lock.close()
+
+
+def _prepare_all(args, src: Path, dst: Path, jobs: List[Job], layout: str) -> int:
+    """Prepare every job into DST (its lock held), write the manifest, lists and report."""
     options = Options(args.short_side, args.max_fps, args.gop, args.crf, args.preset,
                       '' if args.tune == 'none' else args.tune)
     settings = dst / SETTINGS
@@ -534,7 +623,11 @@ def main(argv=None) -> int:
             pool.join()
     except BaseException:
         if pool is not None:
-            pool.terminate()
+            pool.terminate()  # workers stopped mid-write leave their temporaries: removed below
+            pool.join()
+            for parent in sorted({(dst / job.output).parent for job in jobs}):
+                for stale in parent.glob('.*.mp4.*.tmp'):
+                    stale.unlink(missing_ok=True)
         raise
     finally:
         progress.close()
