@@ -108,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument('--json', action='store_true', help='without --output: print JSON lines instead of text')
     group.add_argument('--show-merges', default=None, metavar='DIR',
                        help='pictures of what the InTI layers merge in the first view of every video: '
-                            'DIR/VIDEO_FILE_NAME/inti{k}_pair{j}.png and contact_sheet.png (timm_inti.visualize)')
+                            'DIR/VIDEO_FILE_NAME/inti{k}_pair{j}.png and contact_sheet.png (timm_inti.visualize); '
+                            'videos of the same file name in different folders get NAME-DIGEST folders')
     group = parser.add_argument_group('Running')
     group.add_argument('-b', '--batch-size', type=positive_int, default=8, help='videos per batch')
     group.add_argument('-j', '--workers', type=non_negative_int, default=min(4, os.cpu_count() or 1),
@@ -497,6 +498,56 @@ class FeatureOutput:
         return len(order)
 
 
+def _settings(args, kind: str, space: Optional[str] = None) -> dict:
+    """What decides an output's content: the model and its weights, the views, and the output's own options."""
+    def file(path):
+        return os.path.abspath(path) if path else None
+    settings = dict(model=args.model, checkpoint=file(args.checkpoint), pretrained_path=file(args.pretrained_path),
+                    use_ema=args.use_ema, model_kwargs={k: repr(v) for k, v in sorted(args.model_kwargs.items())},
+                    num_frames=args.num_frames, clips=args.clips, crops=args.crops, stride=args.stride)
+    if kind == 'output':
+        settings.update(labels=file(args.labels), zero_shot_labels=file(args.zero_shot_labels),
+                        text_tower=args.text_tower, top_k=args.top_k)
+    else:
+        settings.update(feature_space=space)
+    return settings
+
+
+def _check_settings(path: str, flag: str, settings: dict, write: bool) -> None:
+    """Refuse to add to an output made with other settings; record them beside an output that has none.
+
+    ``PATH.settings.json`` holds them; a rerun with the same settings resumes, any other is
+    refused naming what changed (its answers would sit beside the earlier ones as "already done").
+    """
+    from timm_inti.files import write_json
+    record = Path(f'{path}.settings.json')
+    results = Path(path).exists() or bool(_parts(Path(path), '.part-*'))
+    if record.is_file() and results:
+        try:
+            before = json.loads(record.read_text())
+        except ValueError:
+            before = None
+        if before != settings:
+            if not isinstance(before, dict):
+                raise UsageError(f'{record} is not a settings record of this command: remove it, or name another '
+                                 f'{flag} file')
+            changed = ', '.join(f'{k} {before.get(k)!r} -> {v!r}' for k, v in settings.items() if before.get(k) != v)
+            raise UsageError(f'{flag} {path} holds results of other settings ({changed}): name another file, or run '
+                             f'with the same settings to resume')
+    elif write:  # a new output (or one from before settings were recorded): these are its settings
+        write_json(record, settings)
+
+
+def _picture_folders(inputs: Sequence[str]) -> Dict[str, str]:
+    """--show-merges folder names: a video's file name, with a digest of its path where two share a name."""
+    import hashlib
+    names: Dict[str, int] = {}
+    for path in inputs:
+        names[Path(path).name] = names.get(Path(path).name, 0) + 1
+    return {p: Path(p).name if names[Path(p).name] == 1 else
+            f'{Path(p).name}-{hashlib.sha1(os.path.abspath(p).encode()).hexdigest()[:8]}' for p in inputs}
+
+
 # ---------------------------------------------------------------------------------------------
 # progress
 
@@ -597,6 +648,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.pretrained_path and args.checkpoint:
         raise UsageError(f'--pretrained-path {args.pretrained_path} and --checkpoint {args.checkpoint} both give the '
                          f'weights: leave one out')
+    for flag, path in (('--output', args.output), ('--features', args.features)):
+        if path and os.path.abspath(path) in {os.path.abspath(v) for v in args.videos if os.path.isfile(v)}:
+            raise UsageError(f'{flag} {path} is also an input (a list of the videos): the answers would replace it; '
+                             f'name another file')
     if args.output and args.features and os.path.abspath(args.output) in (
             os.path.abspath(args.features), os.path.abspath(Path(args.features).with_suffix('.index.jsonl'))):
         raise UsageError(f'--output {args.output} would overwrite the features or their index')
@@ -658,10 +713,15 @@ def run(args: argparse.Namespace) -> dict:
     for path in (args.output, args.features):
         if path:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    picture_folders = _picture_folders(inputs) if args.show_merges else {}
     output = JsonlOutput(args.output, rank) if args.output else None
     features = FeatureOutput(args.features, rank) if args.features else None
     if features is not None and _feature_dim(model, space):
         features.check(_feature_dim(model, space), args.checkpoint or args.model)
+    if args.output:  # after the outputs' own checks: a file that is not ours gets no record
+        _check_settings(args.output, '--output', _settings(args, 'output'), write=rank == 0)
+    if args.features:
+        _check_settings(args.features, '--features', _settings(args, 'features', space), write=rank == 0)
     if group is not None:
         torch.distributed.barrier(group=group)  # every rank has read what is done before any writes
     stores = [s for s in (output, features) if s is not None]
@@ -729,7 +789,7 @@ def run(args: argparse.Namespace) -> dict:
                 if args.show_merges:
                     from timm_inti.visualize import write_merges
                     for j, index in enumerate(batch.labels.tolist()):
-                        write_merges(model, batch.clips[j, 0], Path(args.show_merges) / Path(mine[index]).name,
+                        write_merges(model, batch.clips[j, 0], Path(args.show_merges) / picture_folders[mine[index]],
                                      title=mine[index])
             for _, record, vector in sorted(results, key=lambda r: r[0]):
                 if output is not None:
