@@ -292,6 +292,16 @@ def _not_ours(directory: Path) -> list:
     return found
 
 
+def check_save_folder(directory: Union[str, Path], overwrite: bool = False) -> None:
+    """Refuse (``FileExistsError``) a folder holding files that ``save_pretrained`` did not write, unless
+    ``overwrite``: what a command checks before its work, so that it fails before, not after."""
+    directory = Path(directory)
+    theirs = _not_ours(directory) if directory.is_dir() and not overwrite else []
+    if theirs:
+        raise FileExistsError(f'{directory} holds {", ".join(theirs)} that save_pretrained did not write: they would '
+                              f'be replaced; name another folder (or pass overwrite=True, --overwrite)')
+
+
 def _remove_stale_tmp(directory: Path) -> None:
     """Temporary folders of an earlier save that was killed before it could clean up."""
     for stale in directory.glob(f'{_TMP_PREFIX}*'):
@@ -324,10 +334,7 @@ def save_pretrained(
     if label_names is not None and len(label_names) != model.num_classes:
         raise ValueError(f'{len(label_names)} label names for a model with {model.num_classes} classes')
     directory = Path(directory)
-    theirs = _not_ours(directory) if directory.is_dir() and not overwrite else []
-    if theirs:
-        raise FileExistsError(f'{directory} holds {", ".join(theirs)} that save_pretrained did not write: they would '
-                              f'be replaced; name another folder (or pass overwrite=True, --overwrite)')
+    check_save_folder(directory, overwrite)
     directory.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(directory)
     card = model_card(model, label_names, finetuned_on, load_as=load_as or f'local-dir:{directory}')

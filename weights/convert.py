@@ -20,7 +20,7 @@ import torch
 from timm_inti import MODEL_ALIASES
 from timm_inti.checkpoints import create_model
 from timm_inti.cli import CommandError, UsageError, add_debug_argument, command, positive_int
-from timm_inti.hub import read_checkpoint, save_pretrained
+from timm_inti.hub import check_save_folder, read_checkpoint, save_pretrained
 
 
 def image_tower(model, state_dict):
@@ -52,6 +52,7 @@ def main(argv=None):
         raise UsageError(f'--model {args.model} is not an InTI video model (convert.py makes one from CLIP image '
                          f'weights); the models: {", ".join(MODEL_ALIASES)}')
 
+    check_save_folder(args.out, args.overwrite)  # before any work
     state_dict = read_checkpoint(args.source, allow_pickle=args.allow_pickle)
     kwargs = {} if args.num_frames is None else dict(num_frames=args.num_frames)
     model = create_model(

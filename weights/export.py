@@ -18,7 +18,7 @@ from timm_inti.checkpoints import (
     read_label_file,
 )
 from timm_inti.cli import UsageError, add_debug_argument, command
-from timm_inti.hub import save_pretrained
+from timm_inti.hub import check_save_folder, save_pretrained
 
 
 @command('export.py')
@@ -35,6 +35,7 @@ def main(argv=None):
                         help='replace a README.md / config.json in --out that an earlier save did not write')
     add_debug_argument(parser)
     args = parser.parse_args(argv)
+    check_save_folder(args.out, args.overwrite)  # before any work
     checkpoint = read_checkpoint_metadata(args.checkpoint)
     if not is_training_checkpoint(checkpoint):
         raise CheckpointError(f'{args.checkpoint}: not a timm-inti-train checkpoint (no arch / state_dict); '
