@@ -15,7 +15,10 @@ sampling and views) in a DataLoader with ``-j`` workers, ``-b`` videos per batch
 video's probabilities (and embeddings) are averaged over its views (temporal clips x spatial
 crops) by ``timm_inti.evaluate``.
 
-Labels come from ``--labels FILE`` (one per line), else the checkpoint or the model's config.
+Labels come from ``--labels FILE`` (one per line), else the checkpoint or the model's config;
+a class-names file given among the videos is recognised and refused, naming the flag.
+Offline, ``--pretrained-path FILE``, ``--model local-dir:DIR`` or ``--checkpoint FILE`` give
+the weights and ``--text-tower local-dir:DIR`` the text tower (docs/offline.md).
 A CLIP-initialised model outputs CLIP embeddings, not classes: give it class names with
 ``--zero-shot-labels FILE`` and it scores them with the matching CLIP text tower (built once).
 
@@ -31,7 +34,9 @@ Outputs survive a crash:
     it in ``FILE.npy.part-RANK.jsonl``, as ``--output`` does: a kill loses only the videos in flight.
 
 A rerun with the same outputs skips the videos already in them (or in their parts) and
-does the rest; a line torn by a kill is dropped. Under ``torchrun`` the videos are split
+does the rest; a line torn by a kill is dropped. The settings that decide an output's
+content (model, weights, views, ``--top-k``, labels, feature space) are recorded beside it
+in ``FILE.settings.json``; a rerun with other settings is refused rather than mixing answers. Under ``torchrun`` the videos are split
 between processes (gloo on CPUs, NCCL on GPUs); outputs must be on a filesystem every node
 sees. A video that cannot be read gets an ``error`` line and a line on stderr; the others
 go on, and the exit status is 1.

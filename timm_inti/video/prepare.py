@@ -35,6 +35,12 @@ not a terminal). It can be stopped at any time and run again: finished videos ar
 and each is written under a temporary name and renamed when complete, so a final name
 never holds half a video. An unreadable source is reported and counted, never fatal; the
 exit status is 1 for them only with ``--strict``.
+
+Every write stays inside DST: a listed path (relative, with ``..``, or absolute) must lie in
+SRC, DST may not lie inside SRC (and an earlier output found inside SRC is never taken for
+sources), and a lock file (``DST/.prepare.lock``) refuses a second run into DST while one
+runs. A source whose timestamps are broken but whose frames decode is written in decode
+order with clean constant-rate timestamps (``timm_inti.video.decode``).
 """
 import argparse
 import csv
