@@ -36,10 +36,10 @@ Outputs survive a crash:
 A rerun with the same outputs skips the videos already in them (or in their parts) and
 does the rest; a line torn by a kill is dropped. The settings that decide an output's
 content (model, weights, views, ``--top-k``, labels, feature space) are recorded beside it
-in ``FILE.settings.json``; a rerun with other settings is refused rather than mixing answers. Under ``torchrun`` the videos are split
-between processes (gloo on CPUs, NCCL on GPUs); outputs must be on a filesystem every node
-sees. A video that cannot be read gets an ``error`` line and a line on stderr; the others
-go on, and the exit status is 1.
+in ``FILE.settings.json``; a rerun with other settings is refused rather than mixing answers.
+Under ``torchrun`` the videos are split between processes (gloo on CPUs, NCCL on GPUs);
+outputs must be on a filesystem every node sees. A video that cannot be read gets an
+``error`` line and a line on stderr; the others go on, and the exit status is 1.
 """
 import argparse
 import glob
