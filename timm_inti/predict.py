@@ -498,7 +498,8 @@ class FeatureOutput:
                           metadata={'index': self.index.name})
         write_atomic(self.index, lambda f: f.writelines(json.dumps(dict(path=p)) + '\n' for p in order))
         del parts, sources
-        for part in _parts(self.path, '.part-*.f32') + _parts(self.path, '.part-*.jsonl'):
+        legacy = _parts(self.path, '.part-*-*.npy')  # shards of versions before per-video parts: recomputed
+        for part in _parts(self.path, '.part-*.f32') + _parts(self.path, '.part-*.jsonl') + legacy:
             part.unlink()
         return len(order)
 
