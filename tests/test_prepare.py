@@ -391,3 +391,16 @@ def test_a_full_disk_stops_the_run_and_leaves_no_worker_temporary(tmp_path, monk
     assert err.strip().splitlines()[-1] == f'timm-inti-prepare: error: cannot write {tmp_path}/dst/c/v1.mp4: ' \
                                            f'No space left on device'
     assert sorted(p.name for p in (tmp_path / 'dst').rglob('*')) == ['.prepare.lock', 'c', 'prepare_settings.json']
+
+
+@pytest.mark.slow
+def test_sources_with_broken_timestamps_train_as_they_are(tmp_path):
+    """Not prepared first: the training datasets read them in decode order too."""
+    from timm_inti.video.synthetic import write_broken_timestamps
+    for label, kinds in (('left', ('equal', 'shuffled')), ('right', ('packed', 'equal'))):
+        for k, kind in enumerate(kinds):
+            write_broken_timestamps(tmp_path / 'data' / 'train' / label / f'{kind}{k}.mkv', kind, num_frames=24,
+                                    size=(32, 32))
+    train_one_epoch(tmp_path / 'data', tmp_path / 'runs', '--val-split', '')
+    summary = rows(tmp_path / 'runs' / 'run' / 'summary.csv')
+    assert int(summary[0]['train_samples']) == 4, 'every clip trained on, none unreadable'
