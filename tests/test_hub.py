@@ -183,3 +183,59 @@ def test_a_foreign_hub_config_is_named(hub_cache):
     hub_cache('some-org/a-bert', 'config.json', b'{"model_type": "bert", "hidden_size": 768}')
     with pytest.raises(timm_inti.CheckpointError, match='hf-hub:some-org/a-bert config.json: not a timm model config'):
         create_model('hf-hub:some-org/a-bert', pretrained=True)
+
+
+# ---------------------------------------------------------------------------- save_pretrained refusals, as a table
+# Row: (setup(folder), call(model, folder), exception, message regex). The folder's files before the call are
+# checked unchanged after it, and nothing is added.
+
+def _users_file(name, text):
+    def setup(folder):
+        folder.mkdir()
+        (folder / name).write_text(text)
+    return setup
+
+
+SAVE_CASES = [
+    (None, lambda m, d: save_pretrained(m, ''), ValueError, r"save_pretrained needs a folder to write to, got ''"),
+    (None, lambda m, d: save_pretrained(m, d, label_names='abc'), ValueError,
+     r"label_names must be a list of class names, one per class, not the string 'abc'"),
+    (None, lambda m, d: save_pretrained(m, d, label_names=['a', 'b']), ValueError,
+     r'2 label names for a model with 3 classes'),
+    (_users_file('README.md', '# my project\n'), lambda m, d: save_pretrained(m, d), FileExistsError,
+     r'/out holds README.md that save_pretrained did not write: they would be replaced; name another folder '
+     r'\(or pass overwrite=True, --overwrite\)'),
+    (_users_file('config.json', '{"hidden_size": 768}'), lambda m, d: save_pretrained(m, d), FileExistsError,
+     r'/out holds config.json, that save_pretrained did not write|/out holds config.json that save_pretrained'),
+    (_users_file('model.safetensors', 'weights of mine'), lambda m, d: save_pretrained(m, d), FileExistsError,
+     r'/out holds model.safetensors that save_pretrained did not write'),
+]
+
+
+@pytest.mark.parametrize('setup, call, error, message', SAVE_CASES, ids=[str(i) for i in range(len(SAVE_CASES))])
+def test_save_pretrained_refuses(tmp_path, monkeypatch, setup, call, error, message):
+    from table import snapshot
+    monkeypatch.chdir(tmp_path)
+    model = timm.create_model('inti_vit_b16', **dict(TINY_KWARGS, num_classes=3))
+    if setup is not None:
+        setup(tmp_path / 'out')
+    before = snapshot(tmp_path)
+    with pytest.raises(error, match=message):
+        call(model, tmp_path / 'out')
+    assert snapshot(tmp_path) == before
+
+
+def test_save_pretrained_over_its_own_save_or_with_overwrite_and_ordinary_file_modes(tmp_path):
+    import os
+    model = timm.create_model('inti_vit_b16', **dict(TINY_KWARGS, num_classes=3))
+    save_pretrained(model, tmp_path / 'out', label_names=['a', 'b', 'c'])
+    save_pretrained(model, tmp_path / 'out', label_names=['x', 'y', 'z'])  # its own earlier save: replaced
+    assert timm.create_model(f'local-dir:{tmp_path / "out"}').pretrained_cfg['label_names'] == ['x', 'y', 'z']
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in (tmp_path / 'out').iterdir():
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, f'{path.name} has mode {oct(path.stat().st_mode)}'
+    (tmp_path / 'mine').mkdir()
+    (tmp_path / 'mine' / 'README.md').write_text('# my project\n')
+    save_pretrained(model, tmp_path / 'mine', overwrite=True)
+    assert 'timm-inti' in (tmp_path / 'mine' / 'README.md').read_text()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from conftest import TINY_KWARGS
+from conftest import TINY_KWARGS, write_video
 
 from timm_inti.predict import main
 
@@ -178,3 +178,92 @@ def test_show_merges_needs_an_inti_model(videos, tmp_path, capsys):
     assert main([str(good[0]), '--checkpoint', str(naive), '--show-merges', str(tmp_path / 'm')]) == 2
     assert 'has no InTI layers' in capsys.readouterr().err
     assert not (tmp_path / 'm').exists()
+
+
+def test_videos_with_broken_timestamps_get_predictions(trained_checkpoint, tmp_path, capsys):
+    """Timestamps equal, shuffled or absent (a raw stream) while every frame decodes: not 'damaged'."""
+    from timm_inti.video.synthetic import write_broken_timestamps
+    paths = [write_broken_timestamps(tmp_path / name, kind) for kind, name in
+             (('equal', 'equal.mp4'), ('shuffled', 'shuffled.mkv'), ('missing', 'missing.h264'))]
+    code = main([*map(str, paths), '--checkpoint', str(trained_checkpoint), '--json', '--workers', '0'])
+    out, err = capsys.readouterr()
+    assert code == 0 and 'error' not in err, err
+    results = [json.loads(line) for line in out.splitlines()]
+    assert [r['path'] for r in results] == [str(p) for p in paths]
+    assert all(r['predictions'][0]['label'] == 'right' for r in results)
+
+
+# ------------------------------------------------------------------------------------ bad input, as a table
+# Row: (argv with {video} {ckpt} {tmp}, setup(tmp) or None, exit status, message regex, files it may leave).
+# ``{ckpt}`` is the 'left'/'right' checkpoint, ``{tmp}`` the row's folder; every file under it is checked.
+
+def _write(name, text):
+    return lambda tmp: (tmp / name).write_text(text.format(tmp=tmp))
+
+
+def _earlier_output(*extra):
+    """An --output of an earlier run with the default settings (plus ``extra``), recorded beside it."""
+    def setup(tmp):
+        assert main([str(tmp / 'in' / 'a.mp4'), '--checkpoint', str(tmp / 'last.pth.tar'), '--output',
+                     str(tmp / 'out.jsonl'), '-j', '0', *extra]) == 0
+    return setup
+
+
+PREDICT_CASES = [
+    ('{tmp}/list.jsonl --checkpoint {ckpt} --output {tmp}/list.jsonl', _write('list.jsonl', '{{"path": "x"}}\n'),
+     2, r'--output .*/list.jsonl is also an input \(a list of the videos\): the answers would replace it', ()),
+    ('{tmp}/list.txt --checkpoint {ckpt} --features {tmp}/list.txt', _write('list.txt', '{tmp}/in/a.mp4\n'),
+     2, r'--features .*/list.txt: the file must end in .npy', ()),
+    ('{tmp}/classes.txt --checkpoint {ckpt}', _write('classes.txt', 'abseiling\nair drumming\n'), 2,
+     r"classes.txt: none of its 2 lines names a video file or an existing path \(the first: 'abseiling'\): a list "
+     r'of class names\? give it with --labels FILE .* or --zero-shot-labels FILE', ()),
+    ('{video} --checkpoint {ckpt} --output {tmp}/out.jsonl --top-k 1', _earlier_output(), 2,
+     r'--output .*/out.jsonl holds results of other settings \(top_k 5 -> 1\): name another file, or run with the '
+     r'same settings to resume', ()),
+    ('{video} --checkpoint {tmp}/other.pth.tar --output {tmp}/out.jsonl', _earlier_output(), 2,
+     r'--output .*/out.jsonl holds results of other settings \(checkpoint .*/last.pth.tar. -> .*/other.pth.tar', ()),
+    ('{video} --checkpoint {ckpt} --output {tmp}/out.jsonl --clips 2', _earlier_output(), 2,
+     r'other settings \(clips 1 -> 2\)', ()),
+    ('{video} --checkpoint {ckpt} --pretrained-path {tmp}/w.safetensors', None, 2,
+     r'--pretrained-path .*/w.safetensors and --checkpoint .*/last.pth.tar both give the weights: leave one out', ()),
+    ('{video} --checkpoint {ckpt} --zero-shot-labels {tmp}/words.txt', _write('words.txt', 'a\nb\n'), 2,
+     r'no known text tower for a 64-wide model: .* --text-tower MODEL:PRETRAINED .* or --text-tower local-dir:DIR',
+     ()),
+]
+
+
+@pytest.mark.parametrize('line, setup, code, message, writes', PREDICT_CASES,
+                         ids=[f'{i:02d}:{c[0][:50]}' for i, c in enumerate(PREDICT_CASES)])
+def test_predict_refuses(tmp_path, trained_checkpoint, capsys, line, setup, code, message, writes):
+    from table import check_case
+    video = write_video(tmp_path / 'in' / 'a.mp4', num_frames=8, size=(32, 32))
+    other = tmp_path / 'other.pth.tar'
+    torch.save(dict(torch.load(trained_checkpoint, weights_only=False), epoch=9), other)
+    if setup is not None:
+        setup(tmp_path)
+    argv = line.format(video=video, ckpt=trained_checkpoint, tmp=tmp_path).split()
+    check_case(main, 'timm-inti-predict', argv, tmp_path, code, message, capsys, writes)
+
+
+def test_show_merges_of_two_videos_of_one_name_in_two_folders(trained_checkpoint, tmp_path):
+    first = write_video(tmp_path / 'cam1' / 'clip.mp4', num_frames=8, size=(32, 32))
+    second = write_video(tmp_path / 'cam2' / 'clip.mp4', num_frames=8, size=(32, 32), direction=-1)
+    out = tmp_path / 'merges'
+    assert main([str(first), str(second), '--checkpoint', str(trained_checkpoint), '--show-merges', str(out),
+                 '-j', '0']) == 0
+    folders = sorted(p.name for p in out.iterdir())
+    assert len(folders) == 2 and all(f.startswith('clip.mp4-') for f in folders), folders
+    sheets = [(out / f / 'contact_sheet.png').read_bytes() for f in folders]
+    assert sheets[0] != sheets[1], 'each video keeps its own pictures'
+
+
+def test_the_settings_of_an_output_are_recorded_and_a_rerun_with_them_resumes(videos, trained_checkpoint, tmp_path,
+                                                                                capsys):
+    good, _ = videos
+    out = tmp_path / 'out.jsonl'
+    args = [str(good[0]), '--checkpoint', str(trained_checkpoint), '--output', str(out), '--top-k', '1', '-j', '0']
+    assert main(args) == 0
+    settings = json.loads((tmp_path / 'out.jsonl.settings.json').read_text())
+    assert settings['top_k'] == 1 and settings['checkpoint'] == str(trained_checkpoint)
+    assert main([str(good[1])] + args) == 0
+    assert '1 videos to do, 1 of 2 already done' in capsys.readouterr().err

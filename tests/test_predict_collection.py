@@ -124,7 +124,7 @@ def _part_lines(path):
 
 def test_killed_and_resumed_gives_the_uninterrupted_output(collection, clean_run, tmp_path):
     args = [collection['videos'], '--checkpoint', collection['checkpoint'], '-j', '1', '-b', '1', '--top-k', '2',
-            '--output', str(tmp_path / 'out.jsonl'), '--features', str(tmp_path / 'features.npy'), '--shard-size', '4']
+            '--output', str(tmp_path / 'out.jsonl'), '--features', str(tmp_path / 'features.npy')]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get('PYTHONPATH', '')]))
     proc = subprocess.Popen([sys.executable, '-m', 'timm_inti.predict', *args, '--clips', '1'], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -148,6 +148,63 @@ def test_killed_and_resumed_gives_the_uninterrupted_output(collection, clean_run
     assert ((tmp_path / 'features.index.jsonl').read_bytes()
             == clean_run['features'].with_suffix('.index.jsonl').read_bytes())
     assert not list(tmp_path.glob('*part*'))
+
+
+def test_a_killed_features_run_loses_only_the_videos_in_flight(collection, clean_run, tmp_path, capsys):
+    """--features alone, killed after N vectors: the rerun computes only the rest, and the file is byte for byte
+    the uninterrupted run's."""
+    features = tmp_path / 'features.npy'
+    args = [collection['videos'], '--checkpoint', collection['checkpoint'], '-j', '0', '-b', '1',
+            '--features', str(features)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get('PYTHONPATH', '')]))
+    proc = subprocess.Popen([sys.executable, '-m', 'timm_inti.predict', *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    index = tmp_path / 'features.npy.part-0.jsonl'
+    deadline = time.monotonic() + 120
+    while _part_lines(index) < 5 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, 'the run ended before it could be killed: ' + proc.stderr.read().decode()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert not features.exists()
+    done = len(read_records(index))
+    assert 5 <= done < NUM_GOOD
+    with open(tmp_path / 'features.npy.part-0.f32', 'ab') as f:
+        f.write(b'\x01' * 100)  # as if the kill had come in the middle of a vector
+    capsys.readouterr()
+
+    assert main(args) == 1  # the unreadable videos have no vector, so they are tried (and fail) again
+    total = len(collection['inputs'])
+    assert f'{total - done} videos to do, {done} of {total} already done' in capsys.readouterr().err
+    assert features.read_bytes() == clean_run['features'].read_bytes()
+    assert ((tmp_path / 'features.index.jsonl').read_bytes()
+            == clean_run['features'].with_suffix('.index.jsonl').read_bytes())
+    assert not list(tmp_path.glob('*part*'))
+
+
+def test_features_of_another_width_into_an_existing_file_is_one_line(collection, clean_run, tmp_path, capsys):
+    features = tmp_path / 'features.npy'
+    features.write_bytes(clean_run['features'].read_bytes())
+    index = clean_run['features'].with_suffix('.index.jsonl')
+    (tmp_path / 'features.index.jsonl').write_bytes(index.read_bytes())
+    wider = tmp_path / 'wider.pth.tar'
+    model_args = dict(TINY_KWARGS, num_classes=3, num_frames=4, embed_dim=96, num_heads=3)
+    model = timm.create_model('inti_vit_b16', **model_args)
+    torch.save(dict(arch='inti_vit_b16', model_args=model_args, state_dict=model.state_dict(),
+                    label_names=['left', 'right', 'still'], epoch=1), wider)
+    before = features.read_bytes()
+    capsys.readouterr()
+    code = main([collection['good'][0], collection['bad'][0], '--checkpoint', str(wider), '-j', '0',
+                 '--features', str(features)])
+    err = capsys.readouterr().err
+    assert code == 2 and 'Traceback' not in err
+    assert err.strip().splitlines()[-1] == (
+        f'timm-inti-predict: error: --features {features} holds 64-d vectors of an earlier run, {wider} gives 96-d '
+        f'ones: name another file (or remove it and its parts to start anew)')
+    assert features.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['features.index.jsonl', 'features.npy', 'wider.pth.tar'], \
+        'refused before any part file is opened'
 
 
 def test_a_rerun_skips_everything_done(collection, clean_run, tmp_path, capsys):

@@ -241,3 +241,166 @@ def test_a_failed_write_leaves_no_final_file(tmp_path, monkeypatch):
     assert main([str(src), str(tmp_path / 'dst'), '-j', '1']) == 0
     assert probe(tmp_path / 'dst' / 'c' / 'a.mp4').num_frames == 30
     assert torch.is_tensor(read_frames(tmp_path / 'dst' / 'c' / 'a.mp4', [29])[0])
+
+
+def test_broken_timestamps_come_out_clean_and_train(tmp_path):
+    """Sources whose frames all decode but whose timestamps are equal, shuffled or packed: prepared in decode
+    order at the codec's rate, with constant-rate timestamps; a truncated file is still reported."""
+    import av
+
+    from timm_inti.video.synthetic import write_broken_timestamps
+    src = tmp_path / 'src'
+    for label, kinds in (('left', ('equal', 'shuffled')), ('right', ('packed', 'equal'))):
+        for k, kind in enumerate(kinds):
+            write_broken_timestamps(src / 'train' / label / f'{kind}{k}.mkv', kind, num_frames=24 + 2 * k)
+    good = write_video(tmp_path / 'good.mp4', num_frames=60, size=(96, 128), noise=True,
+                       container_options={'movflags': 'faststart'})
+    (src / 'train' / 'left' / 'truncated.mp4').write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    dst = tmp_path / 'dst'
+    assert main([str(src), str(dst), '--short-side', '32', '-j', '1']) == 0
+    report = rows(dst / 'prepare_report.csv')
+    assert [r['path'].split('/')[-1] for r in report] == ['truncated.mp4'], report
+    assert 'truncated or damaged' in report[0]['reason']
+    manifest = rows(dst / 'manifest.csv')
+    assert len(manifest) == 4
+    for row in manifest:
+        with av.open(str(dst / row['path'])) as container:
+            stream = container.streams.video[0]
+            pts = [frame.pts for frame in container.decode(stream)]
+            step = round(1 / (25 * stream.time_base))
+        assert pts == [k * step for k in range(len(pts))], 'clean constant-rate timestamps'
+        assert (int(row['frames']), float(row['fps'])) == (len(pts), 25.0)
+        frames, _ = read_frames(dst / row['path'], [0, len(pts) - 1])
+        assert [frame_id(f) for f in frames] == [0, len(pts) - 1], 'every frame, in decode order'
+    assert sorted(int(r['frames']) for r in manifest) == [24, 24, 26, 26]
+
+
+
+# ------------------------------------------------------------------------------------ bad input, as a table
+# Row: (arguments after SRC DST, setup(tmp) -> extra files, exit status, message regex). SRC holds a/v0.mp4 and
+# b/v1.mp4; no row may write anything (the table checks every file under tmp).
+
+def _listing(text):
+    def setup(tmp):
+        (tmp / 'list.txt').write_text(text.format(tmp=tmp))
+        return ['--annotations', tmp / 'list.txt']
+    return setup
+
+
+def _ssv2(train, labels='{"a": "0"}'):
+    def setup(tmp):
+        (tmp / 'ann').mkdir()
+        (tmp / 'ann' / 'labels.json').write_text(labels)
+        (tmp / 'ann' / 'train.json').write_text(train)
+        return ['--annotations', tmp / 'ann' / 'train.json']
+    return setup
+
+
+def _held_lock(tmp):
+    import fcntl
+    (tmp / 'dst').mkdir()
+    handle = open(tmp / 'dst' / '.prepare.lock', 'w')
+    handle.write('4242')
+    handle.flush()
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    _held_lock.handle = handle  # released when the next row replaces it, or at exit
+    return []
+
+
+PREPARE_CASES = [
+    (['--preset', 'bogus'], None, 2, r"argument --preset: invalid choice: 'bogus'"),
+    (['--tune', 'bogus'], None, 2, r"argument --tune: 'bogus' is not an x264 tune \(one or more of film, "),
+    (['--crf', '99'], None, 2, r'argument --crf: 99 is not an x264 quality \(0-51'),
+    (['--max-fps', 'nan'], None, 2, r'argument --max-fps: nan is not 0 \(keep the rate\) or a rate of at least 0.01'),
+    (['--max-fps', '1e-9'], None, 2, r'argument --max-fps: 1e-9 is not 0 \(keep the rate\) or a rate of at least'),
+    (['--max-fps', 'inf'], None, 2, r'argument --max-fps: inf is not 0'),
+    ([], _listing('../outside.mp4 a\n'), 2, r'list.txt: ../outside.mp4 lies outside the source folder .*/src'),
+    ([], _listing('{tmp}/elsewhere/x.mp4 a\n'), 2, r'list.txt: .*/elsewhere/x.mp4 lies outside the source folder'),
+    ([], _listing('a/v0.mp4 a\nb/v1.mp4 b\na/v0.mp4 b\n'), 2,
+     r"src/a/v0.mp4 is listed twice: as 'a' in list and as 'b' in list; a video has one label and one split"),
+    ([], _listing(''), 2, r'no videos found in'),
+    ([], lambda tmp: ((tmp / 'list.bin').write_bytes(b'\xff\xfe\x00\x01' * 8), ['--annotations', tmp / 'list.bin'])[1],
+     2, r'list.bin: not a text annotation list'),
+    ([], _ssv2('[1, 2, 3]'), 2, r'ann/train.json: entry 1 is not a video \({"id", "template", ...}\), got 1'),
+    ([], _ssv2('{"id": "1"}'), 2, r'ann/train.json: not a Something-Something v2 list .* holds a JSON dict\)'),
+    ([], _ssv2('[{"template": "a"}]'), 2, r'ann/train.json: entry 1 is not a video .*got {"template": "a"}'),
+    ([], _ssv2('[{"id": 1, "template": "a"}]', labels='["a"]'), 2,
+     r'ann/labels.json: not a Something-Something v2 labels.json .* holds a JSON list\)'),
+    ([], _held_lock, 2, r'another timm-inti-prepare \(process 4242\) is preparing into .*/dst: wait for it'),
+]
+
+
+@pytest.mark.parametrize('extra, setup, code, message', PREPARE_CASES,
+                         ids=[f'{i:02d}:{" ".join(map(str, c[0])) or c[3][:30]}' for i, c in enumerate(PREPARE_CASES)])
+def test_prepare_refuses(tmp_path, capsys, extra, setup, code, message):
+    from table import check_case
+    src = tmp_path / 'src'
+    for rel in ('a/v0.mp4', 'b/v1.mp4'):
+        write_video(src / rel, num_frames=4, size=(16, 16))
+    argv = [src, tmp_path / 'dst', *extra, *(setup(tmp_path) if setup else [])]
+    check_case(main, 'timm-inti-prepare', argv, tmp_path, code, message, capsys)
+
+
+def test_the_output_inside_the_source_is_refused_and_earlier_outputs_are_not_sources(tmp_path, capsys):
+    from table import check_case
+    src = tmp_path / 'src'
+    for rel in ('a/v0.mp4', 'b/v1.mp4'):
+        write_video(src / rel, num_frames=4, size=(16, 16))
+    check_case(main, 'timm-inti-prepare', [src, src / 'prepared'], tmp_path, 2,
+               r'the output .*/src/prepared lies inside the source .*/src: a later run would take its videos', capsys)
+    # an output made inside SRC anyway (an older version, a copy) is never read as a class folder
+    assert main([str(src), str(tmp_path / 'first'), '-j', '1']) == 0
+    (tmp_path / 'first').rename(src / 'old_output')
+    assert main([str(src), str(tmp_path / 'second'), '-j', '1']) == 0
+    assert [r['path'] for r in rows(tmp_path / 'second' / 'manifest.csv')] == ['a/v0.mp4', 'b/v1.mp4']
+
+
+def test_listed_paths_are_relative_to_the_source_even_when_absolute(tmp_path):
+    src = tmp_path / 'src'
+    write_video(src / 'a' / 'v0.mp4', num_frames=4, size=(16, 16))
+    write_video(src / 'b' / 'v1.mp4', num_frames=4, size=(16, 16))
+    (tmp_path / 'list.txt').write_text(f'{src}/a/v0.mp4 a\nb/../b/v1.mp4 b\n')
+    dst = tmp_path / 'dst'
+    assert main([str(src), str(dst), '--annotations', str(tmp_path / 'list.txt'), '-j', '1']) == 0
+    assert [r['path'] for r in rows(dst / 'manifest.csv')] == ['a/v0.mp4', 'b/v1.mp4']
+    assert (dst / 'a' / 'v0.mp4').is_file() and (dst / 'b' / 'v1.mp4').is_file()
+    assert sorted(p.name for p in src.rglob('*') if p.is_file()) == ['v0.mp4', 'v1.mp4'], 'nothing written in SRC'
+
+
+def test_a_full_disk_stops_the_run_and_leaves_no_worker_temporary(tmp_path, monkeypatch, capsys):
+    """One worker's write fails for lack of space while another is mid-write: the run stops, and the temporary
+    of the worker that was stopped is removed too."""
+    import errno
+
+    from timm_inti.video import prepare
+    src = tmp_path / 'src'
+    for k in range(2):
+        write_video(src / 'c' / f'v{k}.mp4', num_frames=4, size=(16, 16))
+
+    def fill_or_stall(source, output, options=prepare.Options()):
+        with prepare.atomic_path(output) as tmp:
+            tmp.write_bytes(b'part of a video')
+            if source.endswith('v0.mp4'):
+                time.sleep(60)  # in flight when the other one fails
+            time.sleep(1.0)
+            raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(prepare, 'prepare_video', fill_or_stall)
+    code = main([str(src), str(tmp_path / 'dst'), '-j', '2'])
+    err = capsys.readouterr().err
+    assert code == 1 and 'Traceback' not in err
+    assert err.strip().splitlines()[-1] == f'timm-inti-prepare: error: cannot write {tmp_path}/dst/c/v1.mp4: ' \
+                                           f'No space left on device'
+    assert sorted(p.name for p in (tmp_path / 'dst').rglob('*')) == ['.prepare.lock', 'c', 'prepare_settings.json']
+
+
+@pytest.mark.slow
+def test_sources_with_broken_timestamps_train_as_they_are(tmp_path):
+    """Not prepared first: the training datasets read them in decode order too."""
+    from timm_inti.video.synthetic import write_broken_timestamps
+    for label, kinds in (('left', ('equal', 'shuffled')), ('right', ('packed', 'equal'))):
+        for k, kind in enumerate(kinds):
+            write_broken_timestamps(tmp_path / 'data' / 'train' / label / f'{kind}{k}.mkv', kind, num_frames=24,
+                                    size=(32, 32))
+    train_one_epoch(tmp_path / 'data', tmp_path / 'runs', '--val-split', '')
+    summary = rows(tmp_path / 'runs' / 'run' / 'summary.csv')
+    assert int(summary[0]['train_samples']) == 4, 'every clip trained on, none unreadable'

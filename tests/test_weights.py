@@ -231,3 +231,54 @@ def test_convert_an_open_clip_pe_core_checkpoint(tmp_path, capsys):
     with torch.no_grad():
         expected = clip.encode_image(x[:, :, 0])
     torch.testing.assert_close(one_frame_output(tmp_path / 'out', x), expected, atol=1e-4, rtol=0)
+
+
+# ------------------------------------------------------------------------------------ bad input, as a table
+# Row: (tool, argv with {tmp} and {ckpt} (a training checkpoint) and {plain} (a state dict), setup, exit status,
+# message regex). Every file under tmp is checked unchanged, and nothing may be added.
+
+def _users_folder(tmp):
+    (tmp / 'out').mkdir()
+    (tmp / 'out' / 'README.md').write_text('# my own notes\n')
+    (tmp / 'out' / 'config.json').write_text('{"mine": true}')
+
+
+WEIGHTS_CASES = [
+    ('export', '{ckpt} --out {tmp}/out', _users_folder, 1,
+     r'{tmp}/out holds README.md, config.json that save_pretrained did not write: they would be replaced; name '
+     r'another folder \(or pass overwrite=True, --overwrite\)'),
+    ('convert', '{plain} --model inti_vit_b16 --out {tmp}/out --no-verify', _users_folder, 1,
+     r'{tmp}/out holds README.md, config.json that save_pretrained did not write'),
+    ('convert', '{plain} --model resnet50 --out {tmp}/out', None, 2,
+     r'--model resnet50 is not an InTI video model \(convert.py makes one from CLIP image weights\); the models: '
+     r'inti_vit_b16, '),
+    ('cards', '--models resnet50 --out {tmp}/cards', None, 2, r'no pretrained tags for resnet50; the models: '),
+    ('publish', '{tmp}/saved --repo-id my-org/my-model --dry-run', None, 1, r'local-dir:{tmp}/saved: no such folder'),
+    ('publish', '{tmp}/saved --repo-id "my org/my model" --dry-run', None, 2,
+     r"--repo-id 'my org/my model' is not a repository id the Hub accepts: Repo id must use alphanumeric chars"),
+    ('publish', '{tmp}/saved --repo-id just-a-name --dry-run', None, 2,
+     r"--repo-id 'just-a-name' is not a repository id the Hub accepts: a repository id is ORG/NAME"),
+]
+
+
+@pytest.mark.parametrize('name, line, setup, code, message', WEIGHTS_CASES,
+                         ids=[f'{i:02d}:{c[0]} {c[1][:40]}' for i, c in enumerate(WEIGHTS_CASES)])
+def test_weights_tools_refuse(tmp_path_factory, tmp_path, capsys, name, line, setup, code, message):
+    import re
+    import shlex
+
+    from table import check_case
+    inputs = tmp_path_factory.mktemp('inputs')
+    model_args = dict(TINY_KWARGS, num_classes=2, num_frames=4)
+    model = timm.create_model('inti_vit_b16', **model_args)
+    torch.save(dict(arch='inti_vit_b16', model_args=model_args, state_dict=model.state_dict(), epoch=0,
+                    label_names=['a', 'b']), inputs / 'last.pth.tar')
+    plain = inputs / 'plain.safetensors'
+    safetensors.torch.save_file(timm.create_model('inti_vit_b16', **TINY_KWARGS).state_dict(), plain)
+    if setup is not None:
+        setup(tmp_path)
+    values = dict(tmp=str(tmp_path), ckpt=str(inputs / 'last.pth.tar'), plain=str(inputs / 'plain.safetensors'))
+    argv = shlex.split(line.format(**values))
+    message = message.format(**{k: re.escape(v) for k, v in values.items()})
+    check_case(tool(name), f'{name}.py', argv, tmp_path, code, message, capsys)
+

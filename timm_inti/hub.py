@@ -39,7 +39,8 @@ from .backbones import find_backbone, find_weights
 from .inti import merged_num_frames
 from .vit import CheckpointError, load_failure_reason
 
-__all__ = ['save_pretrained', 'push_to_hub', 'read_checkpoint', 'model_card', 'initialised_from']
+__all__ = ['save_pretrained', 'push_to_hub', 'read_checkpoint', 'model_card', 'initialised_from',
+           'hub_unreachable', 'OFFLINE_DOC']
 
 _logger = logging.getLogger(__name__)
 
@@ -52,6 +53,23 @@ CITATION = '''@inproceedings{inti2024,
   eprint    = {2408.06840},
   archivePrefix = {arXiv},
 }'''
+
+
+OFFLINE_DOC = 'docs/offline.md'  # how to work from local files, named by the errors below
+
+
+def hub_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` (or an error that caused it) says that a file is not in the Hugging Face cache and the
+    Hub cannot be reached (``HF_HUB_OFFLINE=1``, no network): what a local copy of the weights fixes."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled)) or \
+                'cannot find the requested files in the local cache' in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -296,8 +314,10 @@ _TMP_PREFIX = '.tmp-save_pretrained-'
 
 
 def _replace_into(tmp_dir: Path, directory: Path) -> None:
+    from .files import _umask
     written = {item.name for item in tmp_dir.iterdir()}
     for item in sorted(tmp_dir.iterdir(), key=lambda p: p.name == 'config.json'):  # config last
+        os.chmod(item, 0o666 & ~_umask())  # safetensors writes 0600: outputs are ordinary files
         os.replace(item, directory / item.name)
     for name in _WEIGHTS_FILES:  # weights of an earlier save in the other format would be the ones that load
         if name not in written and (directory / name).exists():
@@ -326,6 +346,40 @@ def _write_failure(path: Union[str, Path], error: BaseException) -> Optional[OSE
     return OSError(code, f'cannot write {path}: {reason}', str(path))
 
 
+def _not_ours(directory: Path) -> list:
+    """Files of ``directory`` that a save would replace and that no earlier save wrote (a user's own)."""
+    found = []
+    readme, config = directory / 'README.md', directory / 'config.json'
+    if readme.is_file():
+        try:
+            text = readme.read_text()
+        except (OSError, UnicodeDecodeError):
+            text = ''
+        if 'timm-inti' not in text:  # the card names the project (its front matter tags it)
+            found.append(readme.name)
+    if config.is_file():
+        try:
+            cfg = json.loads(config.read_text())
+            ours = isinstance(cfg, dict) and 'architecture' in cfg and 'num_frames' in (cfg.get('model_args') or {})
+        except (OSError, UnicodeDecodeError, ValueError):
+            ours = False
+        if not ours:
+            found.append(config.name)
+    if found or not config.is_file():  # weights beside someone else's files, or without a config, are theirs too
+        found += [name for name in _WEIGHTS_FILES if (directory / name).is_file()]
+    return found
+
+
+def check_save_folder(directory: Union[str, Path], overwrite: bool = False) -> None:
+    """Refuse (``FileExistsError``) a folder holding files that ``save_pretrained`` did not write, unless
+    ``overwrite``: what a command checks before its work, so that it fails before, not after."""
+    directory = Path(directory)
+    theirs = _not_ours(directory) if directory.is_dir() and not overwrite else []
+    if theirs:
+        raise FileExistsError(f'{directory} holds {", ".join(theirs)} that save_pretrained did not write: they would '
+                              f'be replaced; name another folder (or pass overwrite=True, --overwrite)')
+
+
 def _remove_stale_tmp(directory: Path) -> None:
     """Temporary folders of an earlier save that was killed before it could clean up."""
     for stale in directory.glob(f'{_TMP_PREFIX}*'):
@@ -340,14 +394,25 @@ def save_pretrained(
         finetuned_on: Optional[str] = None,
         safe_serialization: Union[bool, str] = True,
         load_as: Optional[str] = None,
+        overwrite: bool = False,
 ) -> Path:
     """Write ``model`` to ``directory`` in the Hub layout (safetensors, config.json, README.md).
 
     ``timm.create_model("local-dir:DIR", pretrained=True)`` rebuilds an identical model.
+    An earlier save in ``directory`` is replaced; files it did not write (a README.md or
+    config.json of your own) are refused with ``FileExistsError`` unless ``overwrite``.
+    ``label_names``: one class name per class, a list (a string is refused, not split into letters).
     """
+    if directory is None or not str(directory).strip():
+        raise ValueError(f'save_pretrained needs a folder to write to, got {directory!r} (the current folder would '
+                         f'be used): name one')
+    if isinstance(label_names, (str, bytes)):
+        raise ValueError(f'label_names must be a list of class names, one per class, not the string '
+                         f'{label_names[:40]!r}')
     if label_names is not None and len(label_names) != model.num_classes:
         raise ValueError(f'{len(label_names)} label names for a model with {model.num_classes} classes')
     directory = Path(directory)
+    check_save_folder(directory, overwrite)
     directory.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(directory)
     card = model_card(model, label_names, finetuned_on, load_as=load_as or f'local-dir:{directory}')

@@ -15,7 +15,10 @@ sampling and views) in a DataLoader with ``-j`` workers, ``-b`` videos per batch
 video's probabilities (and embeddings) are averaged over its views (temporal clips x spatial
 crops) by ``timm_inti.evaluate``.
 
-Labels come from ``--labels FILE`` (one per line), else the checkpoint or the model's config.
+Labels come from ``--labels FILE`` (one per line), else the checkpoint or the model's config;
+a class-names file given among the videos is recognised and refused, naming the flag.
+Offline, ``--pretrained-path FILE``, ``--model local-dir:DIR`` or ``--checkpoint FILE`` give
+the weights and ``--text-tower local-dir:DIR`` the text tower (docs/offline.md).
 A CLIP-initialised model outputs CLIP embeddings, not classes: give it class names with
 ``--zero-shot-labels FILE`` and it scores them with the matching CLIP text tower (built once).
 
@@ -27,13 +30,16 @@ Outputs survive a crash:
     merged into FILE.jsonl (atomically) in input order, as one process would have written it.
   * ``--features FILE.npy`` (or ``.safetensors``, tensor ``features``): one float32 vector per
     readable video, rows in input order, and ``FILE.index.jsonl`` naming each row's video.
-    While running, vectors go to ``FILE.npy.part-RANK-NNNNN.npy`` shards of ``--shard-size``.
+    While running, each process appends every vector to ``FILE.npy.part-RANK.f32`` and names
+    it in ``FILE.npy.part-RANK.jsonl``, as ``--output`` does: a kill loses only the videos in flight.
 
 A rerun with the same outputs skips the videos already in them (or in their parts) and
-does the rest; a line torn by a kill is dropped. Under ``torchrun`` the videos are split
-between processes (gloo on CPUs, NCCL on GPUs); outputs must be on a filesystem every node
-sees. A video that cannot be read gets an ``error`` line and a line on stderr; the others
-go on, and the exit status is 1.
+does the rest; a line torn by a kill is dropped. The settings that decide an output's
+content (model, weights, views, ``--top-k``, labels, feature space) are recorded beside it
+in ``FILE.settings.json``; a rerun with other settings is refused rather than mixing answers.
+Under ``torchrun`` the videos are split between processes (gloo on CPUs, NCCL on GPUs);
+outputs must be on a filesystem every node sees. A video that cannot be read gets an
+``error`` line and a line on stderr; the others go on, and the exit status is 1.
 """
 import argparse
 import glob
@@ -51,7 +57,7 @@ import timm
 import timm.utils
 import torch
 
-from .cli import UsageError, add_debug_argument, command, non_negative_int, positive_float, positive_int
+from .cli import CommandError, UsageError, add_debug_argument, command, non_negative_int, positive_float, positive_int
 
 __all__ = ['main', 'parse_args', 'run', 'build_model', 'expand_inputs', 'manifest_frame_counts', 'read_records']
 
@@ -74,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
                        help='timm model name, hf-hub:org/name or local-dir:PATH (default: %(default)s)')
     group.add_argument('--checkpoint', default=None,
                        help='a training checkpoint (timm-inti-train) or a weights file (.safetensors, .pth)')
+    group.add_argument('--pretrained-path', default=None, metavar='FILE',
+                       help='the model\'s pretrained weights from this local file instead of the Hub, as timm\'s '
+                            'flag (pretrained_cfg_overlay=dict(file=FILE)): a CLIP image checkpoint (OpenAI, '
+                            'open_clip or timm format); see docs/offline.md')
     group.add_argument('--use-ema', action='store_true', help='the EMA weights of a training checkpoint')
     group.add_argument('--model-kwargs', nargs='*', default={}, action=timm.utils.ParseKwargs,
                        help='extra model kwargs, k=v (e.g. embed_dim=64 depth=4)')
@@ -81,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument('--zero-shot-labels', default=None, help='class names, one per line, for zero-shot scoring')
     group.add_argument('--text-tower', default=None, metavar='MODEL:PRETRAINED',
                        help='open_clip text tower for zero-shot (default: the one matching the model\'s tag); '
-                            'PRETRAINED may be a local checkpoint')
+                            'PRETRAINED may be a local checkpoint file, or give local-dir:DIR (open_clip\'s '
+                            'folder: open_clip_config.json and the weights)')
     group.add_argument('--top-k', type=positive_int, default=5, help='labels per video (default: %(default)s)')
     group = parser.add_argument_group('Views')
     group.add_argument('--num-frames', type=positive_int, default=None, help='frames per clip (default: the model\'s)')
@@ -99,11 +110,11 @@ def _parser() -> argparse.ArgumentParser:
                        help='pre-logits: the pooled token before the head; clip: CLIP\'s image-text space '
                             '(a CLIP-initialised model\'s projection head); auto: clip for a CLIP-initialised '
                             'model (no class names, or zero-shot), pre-logits for a fine-tuned classifier')
-    group.add_argument('--shard-size', type=positive_int, default=1024, help='vectors per features shard while running')
     group.add_argument('--json', action='store_true', help='without --output: print JSON lines instead of text')
     group.add_argument('--show-merges', default=None, metavar='DIR',
                        help='pictures of what the InTI layers merge in the first view of every video: '
-                            'DIR/VIDEO_FILE_NAME/inti{k}_pair{j}.png and contact_sheet.png (timm_inti.visualize)')
+                            'DIR/VIDEO_FILE_NAME/inti{k}_pair{j}.png and contact_sheet.png (timm_inti.visualize); '
+                            'videos of the same file name in different folders get NAME-DIGEST folders')
     group = parser.add_argument_group('Running')
     group.add_argument('-b', '--batch-size', type=positive_int, default=8, help='videos per batch')
     group.add_argument('-j', '--workers', type=non_negative_int, default=min(4, os.cpu_count() or 1),
@@ -125,14 +136,27 @@ def _read_lines(path: str, what: str) -> List[str]:
 
 
 def build_model(args):
-    """The model, its label names (or None), from --model / --checkpoint."""
+    """The model, its label names (or None), from --model / --checkpoint / --pretrained-path."""
+    from timm_inti import CheckpointError
     from timm_inti.checkpoints import create_model, create_model_from_checkpoint
+    from timm_inti.hub import OFFLINE_DOC, hub_unreachable
     kwargs = dict(getattr(args, 'model_kwargs', None) or {})
     kwargs.update({} if args.num_frames is None else dict(num_frames=args.num_frames))
-    if args.checkpoint is None:
-        model = create_model(args.model, pretrained=True, **kwargs)
-        return model, model.pretrained_cfg.get('label_names')
-    return create_model_from_checkpoint(args.checkpoint, args.model, use_ema=args.use_ema, **kwargs)
+    pretrained_path = getattr(args, 'pretrained_path', None)
+    if pretrained_path:
+        kwargs['pretrained_cfg_overlay'] = dict(file=pretrained_path)
+    try:
+        if args.checkpoint is None:
+            model = create_model(args.model, pretrained=True, **kwargs)
+            return model, model.pretrained_cfg.get('label_names')
+        return create_model_from_checkpoint(args.checkpoint, args.model, use_ema=args.use_ema, **kwargs)
+    except Exception as e:
+        if not hub_unreachable(e):
+            raise
+        raise CheckpointError(
+            f'--model {args.model}: its weights are not in the Hugging Face cache and the Hub cannot be reached '
+            f'(HF_HUB_OFFLINE=1 or no network): give local weights with --pretrained-path FILE, --model '
+            f'local-dir:DIR or --checkpoint FILE (see {OFFLINE_DOC})') from e
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,7 +205,14 @@ def _read_list(list_file: str) -> List[str]:
         raise UsageError(f'{list_file}: not a text list of videos ({e.reason} at byte {e.start})') from e
     if not paths:
         raise UsageError(f'{list_file}: the list holds no videos')
-    return [p if os.path.isabs(p) else os.path.join(base, p) for p in paths]
+    paths = [p if os.path.isabs(p) else os.path.join(base, p) for p in paths]
+    if not any(_is_video(p) or os.path.exists(p) for p in paths):
+        first = os.path.relpath(paths[0], base) if base else paths[0]
+        raise UsageError(
+            f'{list_file}: none of its {len(paths)} lines names a video file or an existing path (the first: '
+            f'{first!r}): a list of class names? give it with --labels FILE (a fine-tuned model\'s classes, in '
+            f'class-index order) or --zero-shot-labels FILE (names for a CLIP model to score)')
+    return paths
 
 
 def expand_inputs(items: Iterable[str]) -> List[str]:
@@ -332,33 +363,47 @@ class JsonlOutput:
 
 
 class FeatureOutput:
-    """``--features``: vectors in ``.npy`` shards per process while running, one file in input order at the end.
+    """``--features``: vectors appended per video to a part file per process, one file in input order at the end.
 
-    A shard is written atomically, then its rows are named in the process's part index
-    (``PATH.part-RANK.jsonl``, lines ``{"path", "shard", "row"}``); vectors not yet in a shard
-    when a run is killed are computed again. Unreadable videos have no row (``--output`` lists
-    them); without ``--output`` a rerun tries them again.
+    Each vector is appended to ``PATH.part-RANK.f32`` (raw float32 rows) and flushed, then
+    named in the process's part index (``PATH.part-RANK.jsonl``, lines ``{"path", "row",
+    "dim"}``): a kill loses at most the videos in flight, and bytes of a row that the index
+    does not name (cut by a kill) are cut off before appending again. Unreadable videos have
+    no row (``--output`` lists them); without ``--output`` a rerun tries them again.
     """
 
-    def __init__(self, path: str, rank: int, shard_size: int):
+    def __init__(self, path: str, rank: int):
         self.path = Path(path)
         self.index = self.path.with_suffix('.index.jsonl')
         self.rank = rank
         self.part_index = Path(f'{path}.part-{rank}.jsonl')
-        self.shard_size = shard_size
-        self.done = {r['path'] for r in self._final_index()} | {r['path'] for r in self._part_records()}
-        self.appender = None
-        self.pending_paths: List[str] = []
-        self.pending_vectors: List[torch.Tensor] = []
-        self.next_shard = 1 + max([int(p.name.rsplit('-', 1)[1][:-4]) for p in self._shards(rank)] or [-1])
+        self.part_data = Path(f'{path}.part-{rank}.f32')
+        final = self._final_index()
+        self.dim = self._load_final().shape[1] if final else None
+        self.dim = self._check_dim(self.dim, self._part_records(), f'{self.path}\'s parts')
+        self.done = {r['path'] for r in final} | {r['path'] for r in self._part_records()}
+        self.appender = self.data = None
+        self.rows = 0
 
-    def _shards(self, rank='*') -> List[Path]:
-        return _parts(self.path, f'.part-{rank}-*.npy')
+    def _check_dim(self, dim: Optional[int], records: Sequence[dict], what: str) -> Optional[int]:
+        for r in records:
+            if dim is None:
+                dim = r['dim']
+            elif r['dim'] != dim:
+                raise UsageError(f'--features {self.path}: {what} hold vectors of {r["dim"]} and {dim} numbers: '
+                                 f'remove them and run again')
+        return dim
 
-    def _part_records(self) -> List[dict]:
-        shards = {p.name for p in self._shards()}  # a shard named in an index but never written holds nothing
-        return [r for part in _parts(self.path, '.part-*.jsonl') for r in read_records(part)
-                if r.get('shard') in shards]
+    def _part_records(self, rank='*') -> List[dict]:
+        """The rows of the part indexes whose bytes are all in their data file."""
+        records = []
+        for part in _parts(self.path, f'.part-{rank}.jsonl'):
+            data = part.with_suffix('.f32')
+            size = data.stat().st_size if data.is_file() else 0
+            records += [dict(r, data=data) for r in read_records(part)
+                        if isinstance(r.get('row'), int) and isinstance(r.get('dim'), int)
+                        and (r['row'] + 1) * r['dim'] * 4 <= size]
+        return records
 
     def _final_index(self) -> List[dict]:
         _check_ours(self.index, '--features index')
@@ -389,35 +434,32 @@ class FeatureOutput:
         return array
 
     def open(self) -> None:
+        mine = self._part_records(self.rank)
+        self.rows = 1 + max([r['row'] for r in mine] or [-1])
         self.appender = _Appender(self.part_index)
+        self.data = open(self.part_data, 'ab')
+        self.data.truncate(self.rows * (self.dim or 0) * 4)  # a row cut by a kill, not in the index
+
+    def check(self, dim: int, model: str) -> None:
+        """Refuse vectors of another width than those already in the file (another model's)."""
+        if self.dim is not None and dim != self.dim:
+            raise UsageError(f'--features {self.path} holds {self.dim}-d vectors of an earlier run, {model} gives '
+                             f'{dim}-d ones: name another file (or remove it and its parts to start anew)')
+        self.dim = dim
 
     def write(self, path: str, vector: Optional[torch.Tensor]) -> None:
         if path in self.done or vector is None:
             return
-        self.pending_paths.append(path)
-        self.pending_vectors.append(vector.float().cpu())
-        if len(self.pending_paths) >= self.shard_size:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending_paths:
-            return
         import numpy as np
-
-        from timm_inti.files import atomic_path
-        shard = Path(f'{self.path}.part-{self.rank}-{self.next_shard:05d}.npy')
-        with atomic_path(shard) as tmp:
-            with open(tmp, 'wb') as f:
-                np.save(f, torch.stack(self.pending_vectors).numpy())
-        for row, path in enumerate(self.pending_paths):
-            self.appender.write(dict(path=path, shard=shard.name, row=row))
-        self.next_shard += 1
-        self.pending_paths, self.pending_vectors = [], []
+        self.data.write(np.ascontiguousarray(vector.float().cpu().numpy(), dtype=np.float32).tobytes())
+        self.data.flush()  # the bytes first, then the line that names them
+        self.appender.write(dict(path=path, row=self.rows, dim=int(vector.numel())))
+        self.rows += 1
 
     def close(self) -> None:
         if self.appender is not None:
-            self.flush()
             self.appender.close()
+            self.data.close()
 
     def merge(self, inputs: Sequence[str]) -> int:
         """Write PATH and its index: the inputs' vectors in input order, then any earlier others; remove the parts."""
@@ -430,13 +472,13 @@ class FeatureOutput:
             array = self._load_final()
             for row, r in enumerate(final):
                 sources.setdefault(r['path'], (array, row))
-        shards = {}
+        parts = {}
         for r in self._part_records():
             if r['path'] in sources:
                 continue
-            if r['shard'] not in shards:
-                shards[r['shard']] = np.load(self.path.parent / r['shard'], mmap_mode='r')
-            sources[r['path']] = (shards[r['shard']], r['row'])
+            if r['data'] not in parts:
+                parts[r['data']] = np.memmap(r['data'], dtype=np.float32, mode='r').reshape(-1, r['dim'])
+            sources[r['path']] = (parts[r['data']], r['row'])
         inputs_set = set(inputs)
         order = [p for p in inputs if p in sources] + [p for p in sources if p not in inputs_set]
         dim = next(iter(sources.values()))[0].shape[1] if sources else 0
@@ -455,9 +497,61 @@ class FeatureOutput:
                 save_file({'features': np.ascontiguousarray(out, dtype=np.float32)}, str(tmp),
                           metadata={'index': self.index.name})
         write_atomic(self.index, lambda f: f.writelines(json.dumps(dict(path=p)) + '\n' for p in order))
-        for part in self._shards() + _parts(self.path, '.part-*.jsonl'):
+        del parts, sources
+        legacy = _parts(self.path, '.part-*-*.npy')  # shards of versions before per-video parts: recomputed
+        for part in _parts(self.path, '.part-*.f32') + _parts(self.path, '.part-*.jsonl') + legacy:
             part.unlink()
         return len(order)
+
+
+def _settings(args, kind: str, space: Optional[str] = None) -> dict:
+    """What decides an output's content: the model and its weights, the views, and the output's own options."""
+    def file(path):
+        return os.path.abspath(path) if path else None
+    settings = dict(model=args.model, checkpoint=file(args.checkpoint), pretrained_path=file(args.pretrained_path),
+                    use_ema=args.use_ema, model_kwargs={k: repr(v) for k, v in sorted(args.model_kwargs.items())},
+                    num_frames=args.num_frames, clips=args.clips, crops=args.crops, stride=args.stride)
+    if kind == 'output':
+        settings.update(labels=file(args.labels), zero_shot_labels=file(args.zero_shot_labels),
+                        text_tower=args.text_tower, top_k=args.top_k)
+    else:
+        settings.update(feature_space=space)
+    return settings
+
+
+def _check_settings(path: str, flag: str, settings: dict, write: bool) -> None:
+    """Refuse to add to an output made with other settings; record them beside an output that has none.
+
+    ``PATH.settings.json`` holds them; a rerun with the same settings resumes, any other is
+    refused naming what changed (its answers would sit beside the earlier ones as "already done").
+    """
+    from timm_inti.files import write_json
+    record = Path(f'{path}.settings.json')
+    results = Path(path).exists() or bool(_parts(Path(path), '.part-*'))
+    if record.is_file() and results:
+        try:
+            before = json.loads(record.read_text())
+        except ValueError:
+            before = None
+        if before != settings:
+            if not isinstance(before, dict):
+                raise UsageError(f'{record} is not a settings record of this command: remove it, or name another '
+                                 f'{flag} file')
+            changed = ', '.join(f'{k} {before.get(k)!r} -> {v!r}' for k, v in settings.items() if before.get(k) != v)
+            raise UsageError(f'{flag} {path} holds results of other settings ({changed}): name another file, or run '
+                             f'with the same settings to resume')
+    elif write:  # a new output (or one from before settings were recorded): these are its settings
+        write_json(record, settings)
+
+
+def _picture_folders(inputs: Sequence[str]) -> Dict[str, str]:
+    """--show-merges folder names: a video's file name, with a digest of its path where two share a name."""
+    import hashlib
+    names: Dict[str, int] = {}
+    for path in inputs:
+        names[Path(path).name] = names.get(Path(path).name, 0) + 1
+    return {p: Path(p).name if names[Path(p).name] == 1 else
+            f'{Path(p).name}-{hashlib.sha1(os.path.abspath(p).encode()).hexdigest()[:8]}' for p in inputs}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,6 +609,15 @@ def _feature_space(args, model, label_names) -> Optional[str]:
     return space
 
 
+def _feature_dim(model, space: str) -> Optional[int]:
+    """The width of the vectors ``_step`` extracts in ``space`` (None when the model does not say)."""
+    from timm_inti.zero_shot import ZeroShotHead
+    if space == 'pre-logits':
+        return getattr(model, 'head_hidden_size', None) or getattr(model, 'num_features', None)
+    projection = model.head.projection if isinstance(model.head, ZeroShotHead) else model.head
+    return getattr(projection, 'out_features', None)
+
+
 def _step(model, classify: bool, space: Optional[str]):
     """(N, C, T, H, W) clips -> a tuple: class probabilities (if classifying), embeddings (if extracting)."""
     from timm_inti.evaluate import probabilities
@@ -548,6 +651,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         raise UsageError(f'--device {args.device}: CUDA is not available here; use --device cpu')
     if args.features and not args.features.lower().endswith(FEATURE_SUFFIXES):
         raise UsageError(f'--features {args.features}: the file must end in .npy or .safetensors')
+    if args.pretrained_path and args.checkpoint:
+        raise UsageError(f'--pretrained-path {args.pretrained_path} and --checkpoint {args.checkpoint} both give the '
+                         f'weights: leave one out')
+    for flag, path in (('--output', args.output), ('--features', args.features)):
+        if path and os.path.abspath(path) in {os.path.abspath(v) for v in args.videos if os.path.isfile(v)}:
+            raise UsageError(f'{flag} {path} is also an input (a list of the videos): the answers would replace it; '
+                             f'name another file')
     if args.output and args.features and os.path.abspath(args.output) in (
             os.path.abspath(args.features), os.path.abspath(Path(args.features).with_suffix('.index.jsonl'))):
         raise UsageError(f'--output {args.output} would overwrite the features or their index')
@@ -574,14 +684,25 @@ def run(args: argparse.Namespace) -> dict:
     if args.zero_shot_labels:
         from timm_inti.zero_shot import create_text_tower, set_zero_shot_head, text_tower_for
         label_names = _read_lines(args.zero_shot_labels, 'zero-shot labels')
-        if args.text_tower:
+        if args.text_tower and args.text_tower.startswith(('local-dir:', 'hf-hub:')):  # open_clip's own schemas
+            name, pretrained = args.text_tower, None
+        elif args.text_tower:
             name, _, pretrained = args.text_tower.partition(':')
         else:
-            name, pretrained = text_tower_for(model)
+            name, pretrained = text_tower_for(model)  # a ValueError that names --text-tower
+        shown = f'{name}:{pretrained}' if pretrained else name
         try:
             clip_model, tokenizer = create_text_tower(name, pretrained or None)
+        except OSError as e:
+            from timm_inti.hub import OFFLINE_DOC, hub_unreachable
+            if not hub_unreachable(e):
+                raise
+            raise CommandError(
+                f'text tower {shown}: its weights are not in the Hugging Face cache and the Hub cannot be reached '
+                f'(HF_HUB_OFFLINE=1 or no network): give a local copy with --text-tower {name}:FILE (an open_clip '
+                f'checkpoint) or --text-tower local-dir:DIR (see {OFFLINE_DOC})') from e
         except RuntimeError as e:  # open_clip's word for an unknown model name or missing weights
-            raise UsageError(f'text tower {name}:{pretrained}: {e}') from e
+            raise UsageError(f'text tower {shown}: {e}') from e
         set_zero_shot_head(model, label_names, clip_model, tokenizer)  # once: the head scores every video
         del clip_model
     if args.labels:
@@ -598,8 +719,15 @@ def run(args: argparse.Namespace) -> dict:
     for path in (args.output, args.features):
         if path:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    picture_folders = _picture_folders(inputs) if args.show_merges else {}
     output = JsonlOutput(args.output, rank) if args.output else None
-    features = FeatureOutput(args.features, rank, args.shard_size) if args.features else None
+    features = FeatureOutput(args.features, rank) if args.features else None
+    if features is not None and _feature_dim(model, space):
+        features.check(_feature_dim(model, space), args.checkpoint or args.model)
+    if args.output:  # after the outputs' own checks: a file that is not ours gets no record
+        _check_settings(args.output, '--output', _settings(args, 'output'), write=rank == 0)
+    if args.features:
+        _check_settings(args.features, '--features', _settings(args, 'features', space), write=rank == 0)
     if group is not None:
         torch.distributed.barrier(group=group)  # every rank has read what is done before any writes
     stores = [s for s in (output, features) if s is not None]
@@ -652,6 +780,8 @@ def run(args: argparse.Namespace) -> dict:
                     outputs = average_over_views(step, batch.clips.to(device, non_blocking=True))
                 probs = outputs[0] if classify else None
                 vectors = outputs[-1] if space else None
+                if features is not None:
+                    features.check(vectors.shape[1], args.checkpoint or args.model)
                 if classify:
                     top = probs.topk(top_k)
                     values, indices = top.values.tolist(), top.indices.tolist()
@@ -665,7 +795,7 @@ def run(args: argparse.Namespace) -> dict:
                 if args.show_merges:
                     from timm_inti.visualize import write_merges
                     for j, index in enumerate(batch.labels.tolist()):
-                        write_merges(model, batch.clips[j, 0], Path(args.show_merges) / Path(mine[index]).name,
+                        write_merges(model, batch.clips[j, 0], Path(args.show_merges) / picture_folders[mine[index]],
                                      title=mine[index])
             for _, record, vector in sorted(results, key=lambda r: r[0]):
                 if output is not None:

@@ -86,6 +86,12 @@ class ZeroShotHead(nn.Module):
         return logits.softmax(dim=-1) if self.logit_bias is None else logits.sigmoid()
 
 
+# how to name a text tower when none is known: the Python call and the command's flag
+_EXPLICIT = ('name one matching the image weights: timm-inti-predict --text-tower MODEL:PRETRAINED (an open_clip '
+             'model name and its tag or checkpoint file) or --text-tower local-dir:DIR; in Python '
+             'create_text_tower(MODEL, PRETRAINED)')
+
+
 def text_tower_for(model: nn.Module) -> Tuple[str, str]:
     """The open_clip (model name, pretrained tag) whose text tower matches ``model``'s image weights.
 
@@ -103,24 +109,45 @@ def text_tower_for(model: nn.Module) -> Tuple[str, str]:
         if by_hub_id is None:
             raise ValueError(
                 f'no known text tower for {arch or type(model).__name__} (pretrained tag {tag!r}, weights '
-                f'{hub_id!r}): the backbone table (timm_inti.backbones) does not list these weights; pass a '
-                f'text tower explicitly (open_clip model name and pretrained tag or checkpoint)')
+                f'{hub_id!r}): the backbone table (timm_inti.backbones) does not list these weights; {_EXPLICIT}')
         backbone, tag, weights = by_hub_id
     if weights.text_tower is None:
         raise ValueError(
             f'no known text tower for {backbone.description} weights {tag!r}: they are image-only weights, '
-            f'trained without text')
+            f'trained without text (no text tower scores them; a CLIP or SigLIP backbone has one)')
     if model.embed_dim != backbone.embed_dim:
         raise ValueError(
             f'no known text tower for a {model.embed_dim}-wide model: the {backbone.description} text tower '
-            f'({weights.text_tower[0]}) belongs to {backbone.embed_dim}-wide image weights; pass one explicitly')
+            f'({weights.text_tower[0]}) belongs to {backbone.embed_dim}-wide image weights; {_EXPLICIT}')
     return weights.text_tower
 
 
 def create_text_tower(model_name: str, pretrained: Optional[str], device='cpu'):
-    """An open_clip model and its tokenizer; ``pretrained`` is an open_clip tag or a checkpoint path."""
+    """An open_clip model and its tokenizer; ``pretrained`` is an open_clip tag or a checkpoint path.
+
+    ``model_name`` may also be ``local-dir:DIR`` (open_clip's folder layout: ``open_clip_config.json``
+    and the weights), which needs no Hub. Weights that are neither cached nor reachable raise an
+    ``OSError`` saying how to give a local copy (docs/offline.md).
+    """
+    import logging
+
     import open_clip
-    clip_model = open_clip.create_model(model_name, pretrained=pretrained, device=device)
+
+    from .hub import OFFLINE_DOC, hub_unreachable
+    disabled = logging.root.manager.disable
+    logging.disable(logging.ERROR)  # open_clip logs the error it then raises: say it once
+    try:
+        clip_model = open_clip.create_model(model_name, pretrained=pretrained, device=device)
+    except RuntimeError as e:
+        if not hub_unreachable(e):
+            raise
+        raise OSError(
+            f'text tower {model_name}:{pretrained}: its weights are not in the Hugging Face cache and the Hub cannot '
+            f'be reached (HF_HUB_OFFLINE=1 or no network): give a local open_clip checkpoint, '
+            f'create_text_tower({model_name!r}, "/path/to/open_clip_pytorch_model.bin") or '
+            f'create_text_tower("local-dir:/path/to/folder", None) (see {OFFLINE_DOC})') from e
+    finally:
+        logging.disable(disabled)
     return clip_model.eval(), open_clip.get_tokenizer(model_name)
 
 

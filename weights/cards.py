@@ -32,7 +32,8 @@ def main(argv=None):
     parser.add_argument('--models', nargs='+', default=CARD_MODELS)
     add_debug_argument(parser)
     args = parser.parse_args(argv)
-    unknown = [name for name in args.models if not timm.list_pretrained(f'{name}.*')]
+    unknown = [name for name in args.models
+               if name not in timm_inti.MODEL_ALIASES or not timm.list_pretrained(f'{name}.*')]
     if unknown:
         raise UsageError(f'no pretrained tags for {", ".join(unknown)}; '
                          f'the models: {", ".join(timm_inti.MODEL_ALIASES)}')

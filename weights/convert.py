@@ -19,9 +19,10 @@ import sys
 import timm
 import torch
 
+from timm_inti import MODEL_ALIASES
 from timm_inti.checkpoints import create_model
-from timm_inti.cli import CommandError, add_debug_argument, command, positive_int
-from timm_inti.hub import read_checkpoint, save_pretrained
+from timm_inti.cli import CommandError, UsageError, add_debug_argument, command, positive_int
+from timm_inti.hub import check_save_folder, read_checkpoint, save_pretrained
 from timm_inti.vit import VideoVisionTransformer
 
 
@@ -46,9 +47,16 @@ def main(argv=None):
     parser.add_argument('--num-frames', type=positive_int, default=None)
     parser.add_argument('--allow-pickle', action='store_true', help='read arbitrary pickles (trusted files only)')
     parser.add_argument('--no-verify', dest='verify', action='store_false')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace a README.md / config.json in --out that an earlier save did not write')
     add_debug_argument(parser)
     args = parser.parse_args(argv)
+    arch = args.model.split('.')[0]
+    if timm.is_model(arch) and arch not in timm.list_models('inti_*'):  # unknown names: create_model says so
+        raise UsageError(f'--model {args.model} is not an InTI video model (convert.py makes one from CLIP image '
+                         f'weights); the models: {", ".join(MODEL_ALIASES)}')
 
+    check_save_folder(args.out, args.overwrite)  # before any work
     state_dict = read_checkpoint(args.source, allow_pickle=args.allow_pickle)
     kwargs = {} if args.num_frames is None else dict(num_frames=args.num_frames)
     model = create_model(
@@ -62,7 +70,7 @@ def main(argv=None):
         if diff > 1e-4:
             raise CommandError(f'the converted model does not reproduce the image tower of {args.source} '
                                f'(max |difference| {diff:.2e})')
-    save_pretrained(model, args.out)
+    save_pretrained(model, args.out, overwrite=args.overwrite)
     print(f'wrote {args.out}: {args.model}, InTI after {model.inti_after}, {model.num_frames} frames')
     return 0
 

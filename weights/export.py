@@ -18,7 +18,7 @@ from timm_inti.checkpoints import (
     read_label_file,
 )
 from timm_inti.cli import UsageError, add_debug_argument, command
-from timm_inti.hub import save_pretrained
+from timm_inti.hub import check_save_folder, save_pretrained
 
 
 @command('export.py')
@@ -31,8 +31,11 @@ def main(argv=None):
     parser.add_argument('--labels', default=None, help='class names, one per line (default: the checkpoint\'s)')
     parser.add_argument('--finetuned-on', default='a video classification dataset',
                         help='the data the weights were fine-tuned on, for the model card')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace a README.md / config.json in --out that an earlier save did not write')
     add_debug_argument(parser)
     args = parser.parse_args(argv)
+    check_save_folder(args.out, args.overwrite)  # before any work
     checkpoint = read_checkpoint_metadata(args.checkpoint)
     if not is_training_checkpoint(checkpoint):
         raise CheckpointError(f'{args.checkpoint}: not a timm-inti-train checkpoint (no arch / state_dict); '
@@ -42,7 +45,8 @@ def main(argv=None):
     if labels and len(labels) != model.num_classes:
         raise UsageError(f'--labels {args.labels} holds {len(labels)} names for a model with '
                          f'{model.num_classes} classes')
-    save_pretrained(model.eval(), args.out, label_names=labels or label_names, finetuned_on=args.finetuned_on)
+    save_pretrained(model.eval(), args.out, label_names=labels or label_names, finetuned_on=args.finetuned_on,
+                    overwrite=args.overwrite)
     print(f"wrote {args.out}: {checkpoint['arch']}, {model.num_classes} classes, epoch {checkpoint.get('epoch')}")
     return 0
 

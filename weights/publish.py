@@ -13,7 +13,7 @@ from pathlib import Path
 
 from timm_inti import CheckpointError
 from timm_inti.checkpoints import create_model
-from timm_inti.cli import add_debug_argument, command
+from timm_inti.cli import UsageError, add_debug_argument, command
 from timm_inti.hub import publish_folder
 
 
@@ -28,6 +28,14 @@ def main(argv=None):
     parser.add_argument('--dry-run', action='store_true', help='check the folder, upload nothing')
     add_debug_argument(parser)
     args = parser.parse_args(argv)
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+    try:  # the Hub's own rule, checked before anything is built or uploaded (--dry-run too)
+        validate_repo_id(args.repo_id)
+        if args.repo_id.count('/') != 1:
+            raise HFValidationError('a repository id is ORG/NAME (or USER/NAME)')
+    except HFValidationError as e:
+        raise UsageError(f'--repo-id {args.repo_id!r} is not a repository id the Hub accepts: {e}') from e
     try:
         model = create_model(f'local-dir:{args.folder}', pretrained=True)
     except (CheckpointError, OSError, RuntimeError) as e:

@@ -191,6 +191,13 @@ def _some(names: Sequence[str], one: str = 'video', many: str = 'videos', limit:
 
 
 def _read_annotations(list_file: str) -> List[Tuple[str, str]]:
+    try:
+        return _read_annotation_text(list_file)
+    except UnicodeDecodeError as e:
+        raise ValueError(f'{list_file}: not a text annotation list ({e.reason} at byte {e.start})') from e
+
+
+def _read_annotation_text(list_file: str) -> List[Tuple[str, str]]:
     if list_file.endswith('.csv'):
         with open(list_file, newline='') as f:
             reader = csv.DictReader(f)

