@@ -3,9 +3,11 @@ import pytest
 import timm
 import timm.utils
 import torch
+from conftest import write_video
 
 import timm_inti  # noqa: F401
-from timm_inti.video import create_video_transform
+from timm_inti.video import create_video_datasets, create_video_transform, read_frames
+from timm_inti.video.transforms import SameForEveryFrame
 
 CONFIG = dict(input_size=(3, 32, 32), interpolation='bilinear', mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5),
               crop_pct=1.0)
@@ -80,8 +82,6 @@ AUGMENT = dict(auto_augment='rand-m9-n4-mstd0.5-inc1', re_prob=1.0, re_mode='pix
 
 def decoded_clip(tmp_path, num=6):
     """Frames of a real (written, then decoded) video: distinct frames, uint8 (T, H, W, 3)."""
-    from conftest import write_video
-    from timm_inti.video import read_frames
     path = write_video(tmp_path / 'clip.mp4', num_frames=num, size=(48, 64), noise=True)
     return read_frames(path, list(range(num)))[0]
 
@@ -102,7 +102,6 @@ def test_randaugment_and_erasing_are_drawn_once_per_clip(tmp_path):
     assert changed >= 6, 'RandAugment and erasing changed the clips'
 
     # frames that differ: each frame gets what the policy and erasing give that frame alone from the clip's draws
-    from timm_inti.video.transforms import SameForEveryFrame
     policy = SameForEveryFrame(augmented.augment.transform, pil=True)
     frames_tchw = clip.permute(0, 3, 1, 2).contiguous()
     timm.utils.random_seed(3)  # Python's, NumPy's and torch's generators: timm's policies draw from all
@@ -134,8 +133,6 @@ def test_hflip_zero_never_flips_and_one_always_does():
 
 
 def test_evaluation_is_deterministic_whatever_the_training_augmentation(tmp_path):
-    from conftest import write_video
-    from timm_inti.video import create_video_datasets
     for split in ('train', 'val'):
         write_video(tmp_path / split / 'a' / 'v.mp4', num_frames=12, size=(48, 64), noise=True)
     train_set, val_set = create_video_datasets(
