@@ -670,8 +670,9 @@ def _main(argv) -> int:
         exp_name = args.experiment or '-'.join([time.strftime('%Y%m%d-%H%M%S'),
                                                 timm.models.safe_model_name(args.model)])
         output_dir = timm.utils.get_outdir(args.output, exp_name, inc=not args.experiment)
-        write_text(os.path.join(output_dir, 'args.yaml'),
-                   dump_config(dict(run_args, experiment=os.path.basename(output_dir))))
+        if start_epoch < num_epochs:  # a finished run asked for nothing more is left as it was
+            write_text(os.path.join(output_dir, 'args.yaml'),
+                       dump_config(dict(run_args, experiment=os.path.basename(output_dir))))
         decreasing = args.eval_metric == 'loss'
         saver = CheckpointSaver(
             model=model, optimizer=optimizer, amp_scaler=loss_scaler, checkpoint_dir=output_dir,
