@@ -29,7 +29,6 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from einops import rearrange
-from PIL import Image
 from timm.data.auto_augment import augment_and_mix_transform, auto_augment_transform, rand_augment_transform
 from timm.data.random_erasing import RandomErasing
 from timm.data.transforms import str_to_interp_mode, str_to_pil_interp
@@ -66,19 +65,19 @@ class SameForEveryFrame:
     def _one(self, frame: torch.Tensor) -> torch.Tensor:
         if not self.pil:
             return self.transform(frame)
-        image = Image.fromarray(rearrange(frame, 'c h w -> h w c').numpy())
-        return rearrange(torch.from_numpy(np.asarray(self.transform(image)).copy()), 'h w c -> c h w')
+        return v2.functional.pil_to_tensor(self.transform(v2.functional.to_pil_image(frame)))
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        """``frames`` (T, C, H, W): uint8 for a PIL transform, any dtype otherwise."""
+        """``frames`` (T, C, H, W): uint8 for a PIL transform (a new tensor comes back), any dtype for a tensor
+        transform (which may work in place, as timm's ``RandomErasing`` does: ``frames`` comes back)."""
         state = random.getstate(), np.random.get_state(), torch.get_rng_state()
-        out = []
-        for frame in frames:
+        out = torch.empty_like(frames) if self.pil else frames
+        for t, frame in enumerate(frames):
             random.setstate(state[0])
             np.random.set_state(state[1])
             torch.set_rng_state(state[2])
-            out.append(self._one(frame.clone()))
-        return torch.stack(out)
+            out[t] = self._one(frame)
+        return out
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}({self.transform!r})'
