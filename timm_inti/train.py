@@ -670,9 +670,6 @@ def _main(argv) -> int:
         exp_name = args.experiment or '-'.join([time.strftime('%Y%m%d-%H%M%S'),
                                                 timm.models.safe_model_name(args.model)])
         output_dir = timm.utils.get_outdir(args.output, exp_name, inc=not args.experiment)
-        if start_epoch < num_epochs:  # a finished run asked for nothing more is left as it was
-            write_text(os.path.join(output_dir, 'args.yaml'),
-                       dump_config(dict(run_args, experiment=os.path.basename(output_dir))))
         decreasing = args.eval_metric == 'loss'
         saver = CheckpointSaver(
             model=model, optimizer=optimizer, amp_scaler=loss_scaler, checkpoint_dir=output_dir,
@@ -709,6 +706,9 @@ def _main(argv) -> int:
         if primary:
             try:
                 saver.save_checkpoint(epoch, metric=metric)
+                if epoch == start_epoch:  # beside the run's first checkpoint: a run that fails earlier leaves nothing
+                    write_text(os.path.join(output_dir, 'args.yaml'),
+                               dump_config(dict(run_args, experiment=os.path.basename(output_dir))))
                 timm.utils.update_summary(epoch, train_metrics, eval_metrics, filename=summary_csv, lr=lr)
                 with open(summary_csv) as f:
                     write_json(os.path.join(output_dir, 'summary.json'), list(csv.DictReader(f)))
