@@ -79,6 +79,10 @@ def parse_args(argv=None):
                              '30%% of the 989 dense peak)')
     parser.add_argument('--cores', type=int, default=16, help='cores per GPU in the extrapolation')
     parser.add_argument('--no-storage', action='store_true', help='skip the storage-choice table')
+    parser.add_argument('--aa', default=None, metavar='NAME',
+                        help='training transform with this auto-augment policy (timm-inti-train --aa), e.g. '
+                             'rand-m7-n4-mstd0.5-inc1; results go to pipeline_aug.*')
+    parser.add_argument('--reprob', type=float, default=0.0, help='training transform with random erasing (--reprob)')
     parser.add_argument('--work', type=Path, help='folder for the corpus (default: a temporary one; reused if given)')
     parser.add_argument('--out', type=Path, default=Path(__file__).parent / 'results')
     args = parser.parse_args(argv)
@@ -394,7 +398,7 @@ def _main(argv=None) -> int:
     if args.quick:
         model_kwargs.update(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=2, inti_after=(2,))
     data_config = resolve_input_data_config(timm.create_model(args.model, num_classes=0, **model_kwargs))
-    train_tf = create_video_transform(data_config, is_training=True)
+    train_tf = create_video_transform(data_config, is_training=True, auto_augment=args.aa, re_prob=args.reprob)
     eval_tf = create_video_transform(data_config, is_training=False)
     crop = data_config['input_size'][-1]
 
@@ -488,10 +492,12 @@ def _main(argv=None) -> int:
     model_train = max(speeds['train'], speeds.get('train_all', 0))
     loader_best = max(r['train_k1'] for r in loaders if r['files'] == 'prepared')
     bound = 'the model' if model_train < loader_best else 'the loader'
+    augment = (f' --aa {args.aa}' if args.aa else '') + (f' --reprob {args.reprob:g}' if args.reprob else '')
     parts = [
         f'# Feeding the model: {args.frames}-frame {crop}x{crop} training clips\n',
         f'Machine: {machine()}.\n\nCommand: `python benchmarks/pipeline.py{" --quick" if args.quick else ""}'
-        f'{" --device cuda" if args.device == "cuda" else ""}`. Clips/s are per core unless a worker count is given.\n',
+        f'{" --device cuda" if args.device == "cuda" else ""}{augment}`. Clips/s are per core unless a worker count '
+        f'is given.\n',
     ]
     if storage:
         parts += ['## Storage choices\n',
@@ -535,6 +541,7 @@ def _main(argv=None) -> int:
     print(report)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = 'pipeline_quick' if args.quick else ('pipeline_cuda' if args.device == 'cuda' else 'pipeline')
+    stem += '_aug' if augment else ''  # never over the plain figures
     write_text(args.out / f'{stem}.md', report)
     rows = [dict(table='storage', **r) for r in storage] + [dict(table='per_core', **r) for r in per_source] + \
         [dict(table='loader', **r) for r in loaders] + [dict(table='extrapolation', **r) for r in extrapolation]

@@ -9,15 +9,18 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import timm
 import torch
+import yaml
 from conftest import write_video
 from timm.data import Mixup
 
 from timm_inti import VideoVisionTransformer
 from timm_inti.checkpoints import create_model_from_checkpoint
+from timm_inti.cli import read_config
 from timm_inti.predict import main as predict_main
 from timm_inti.train import main, mix_clips
 
@@ -378,3 +381,153 @@ def test_training_probe(case, probes, tmp_path, capsys):
     assert new == sorted(left), new
     for name in left:  # a run folder, but nothing in it
         assert not list((tmp_path / name).iterdir())
+
+
+RECIPES = sorted((Path(__file__).parent.parent / 'recipes').glob('*.yaml'))
+
+
+def read_yaml(path):
+    return yaml.safe_load(Path(path).read_text())
+
+
+@pytest.mark.slow
+def test_a_config_file_sets_defaults_flags_win_and_the_run_keeps_them(data_dir, tmp_path, capsys):
+    config = tmp_path / 'recipe.yaml'
+    config.write_text('epochs: 1\nlr: 1.0e-3\nsmoothing: 0.2\naa: rand-m7-n2-mstd0.5-inc1\nreprob: 0.5\n'
+                      'hflip: 0.0\ndrop-path: 0.1\nmodel_kwargs: {embed_dim: 64, depth: 4, num_heads: 2, '
+                      'patch_size: 8, inti_after: [2]}\n')
+    tiny = [a for a in TINY if a not in ('--model-kwargs', 'embed_dim=64', 'depth=4', 'num_heads=2', 'patch_size=8',
+                                         'inti_after=(2,)')]
+    assert main(['-c', str(config), '--data-dir', str(data_dir), *tiny, '-b', '4', '--lr', '2e-3',
+                 '--output', str(tmp_path), '--experiment', 'run']) == 0
+    run = tmp_path / 'run'
+    saved = read_yaml(run / 'args.yaml')
+    assert saved['lr'] == 2e-3, 'the command line wins'
+    assert (saved['smoothing'], saved['aa'], saved['reprob'], saved['hflip'], saved['drop_path']) == (
+        0.2, 'rand-m7-n2-mstd0.5-inc1', 0.5, 0.0, 0.1), 'the file sets the rest'
+    assert saved['model_kwargs']['inti_after'] == [2] and saved['config'] == str(config)
+    assert saved['experiment'] == 'run' and saved['num_frames'] == 4
+
+    # resume with the checkpoint and a longer schedule only: the run's arguments come from its args.yaml
+    assert main(['--resume', str(run / 'last.pth.tar'), '--epochs', '2']) == 0
+    assert [r['epoch'] for r in summary(run)] == ['0', '1'], 'continued in its own folder'
+    resumed = read_yaml(run / 'args.yaml')
+    assert resumed['epochs'] == 2 and resumed['resume'] == str(run / 'last.pth.tar')
+    assert {k: v for k, v in resumed.items() if k not in ('epochs', 'resume')} == \
+        {k: v for k, v in saved.items() if k not in ('epochs', 'resume')}
+    checkpoint = torch.load(run / 'last.pth.tar', map_location='cpu', weights_only=False)
+    assert checkpoint['args']['lr'] == 2e-3 and checkpoint['args']['reprob'] == 0.5
+
+
+@pytest.mark.parametrize('content, message', [
+    ('lr: 1e-3\nlearning_rate: 0.1\n', "unknown key 'learning_rate', not a flag of timm-inti-train"),
+    ('epochs: 0\n', 'epochs: 0 is not a positive integer'),
+    ('test_crops: 2\n', 'test_crops: 2 is not one of 1, 3'),
+    ('scale: 0.5\n', 'scale: expected 2 values'),
+    ('amp: yes please\n', 'amp: expected true or false'),
+    ('- lr\n', 'expected a mapping'),
+])
+def test_a_bad_config_file_is_refused_in_one_line_naming_it(data_dir, tmp_path, capsys, content, message):
+    config = tmp_path / 'bad.yaml'
+    config.write_text(content)
+    assert main(['-c', str(config), '--data-dir', str(data_dir), *TINY, '--output', str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f'timm-inti-train: error: {config}') and message in err[0], err
+    assert not any(tmp_path.glob('*/args.yaml')), 'nothing started'
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--aa', 'rand-q9'], "--aa: auto-augment policy 'rand-q9'"),
+    (['--hflip', '1.5'], '--hflip 1.5'),
+    (['--predictions', 'p.txt'], 'name a .jsonl file'),
+])
+def test_bad_augmentation_and_output_flags_are_refused(data_dir, tmp_path, capsys, argv, message):
+    assert main(['--data-dir', str(data_dir), *TINY, '--output', str(tmp_path), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_every_recipe_loads_and_names_the_peer_recipe_it_follows():
+    from timm_inti.train import _parser
+    assert {p.stem for p in RECIPES} >= {'k400_vit_b16', 'k400_vit_l14', 'ssv2_vit_b16', 'ucf101_vit_b16',
+                                         'hmdb51_vit_b16'}
+    for recipe in RECIPES:
+        values = read_config(_parser(), str(recipe))  # refuses unknown keys and bad values
+        assert values['model'] == ('inti_vit_l14' if 'l14' in recipe.stem else 'inti_vit_b16')
+        assert values['hflip'] == (0.0 if recipe.stem.startswith('ssv2') else 0.5), recipe.name
+        assert values['test_clips'] == values['test_crops'] == 1, 'per-epoch validation: one view'
+        text = recipe.read_text()
+        assert 'repository' in text and 'file' in text and 'What differs' in text, recipe.name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('recipe', RECIPES, ids=lambda p: p.stem)
+def test_every_recipe_runs_one_epoch_of_its_tiny_version(data_dir, tmp_path, recipe):
+    values = read_yaml(recipe)
+    # the recipe's splits point at this data; the model shrinks; the rest is the recipe's
+    argv = ['-c', str(recipe), '--data-dir', str(data_dir), '--train-split', 'train', '--val-split', 'val', *TINY,
+            '--no-pretrained', '--no-amp', '-b', '4', '--grad-accum-steps', '1', '--epochs', '1',
+            '--output', str(tmp_path), '--experiment', 'tiny']
+    assert main(argv) == 0
+    saved = read_yaml(tmp_path / 'tiny' / 'args.yaml')
+    for key in ('aa', 'reprob', 'hflip', 'mixup', 'layer_decay', 'smoothing', 'drop_path', 'num_samples', 'lr'):
+        assert saved[key] == values.get(key, saved[key]), key
+    assert len(summary(tmp_path / 'tiny')) == 1
+    if recipe.stem.startswith('ssv2'):
+        assert saved['hflip'] == 0.0, 'left and right are labels in Something-Something'
+
+
+@pytest.mark.slow
+def test_eval_only_writes_predictions_per_class_accuracy_and_confusion(data_dir, tmp_path, capsys):
+    data = tmp_path / 'data'
+    (data / 'val' / 'left').mkdir(parents=True)
+    (data / 'train').symlink_to(data_dir / 'train')
+    (data / 'val' / 'right').symlink_to(data_dir / 'val' / 'right')
+    for video in (data_dir / 'val' / 'left').iterdir():
+        (data / 'val' / 'left' / video.name).symlink_to(video)
+    (data / 'val' / 'left' / 'broken.mp4').write_bytes(b'not a video')  # skipped: no line, no count
+    assert main(['--data-dir', str(data), *TINY, '-b', '4', '--epochs', '2', '--lr', '2e-3', '--output',
+                 str(tmp_path), '--experiment', 'run', '--predictions', str(tmp_path / 'during.jsonl')]) == 0
+    assert len((tmp_path / 'during.jsonl').read_text().splitlines()) == 4, 'validation writes them too'
+    capsys.readouterr()
+    out = tmp_path / 'eval' / 'predictions.jsonl'
+    out.parent.mkdir()
+    assert main(['--data-dir', str(data), *TINY, '--eval-only', '--resume', str(tmp_path / 'run' / 'last.pth.tar'),
+                 '--test-clips', '2', '--predictions', str(out), '-vb', '3']) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    readable = sorted(str(p) for p in data.glob('val/*/*.mp4') if p.name != 'broken.mp4')
+    assert sorted(line['path'] for line in lines) == readable, 'one line per readable validation video'
+    for line in lines:
+        assert line['label'] == Path(line['path']).parent.name, 'the true label'
+        assert [p['label'] for p in line['predictions']] in (['left', 'right'], ['right', 'left'])
+        assert line['predictions'][0]['probability'] >= line['predictions'][1]['probability']
+    correct = sum(line['predictions'][0]['label'] == line['label'] for line in lines)
+    assert result['eval']['top1'] == pytest.approx(100 * correct / len(lines))
+
+    with open(out.with_suffix('.per_class.csv')) as f:
+        per_class = list(csv.DictReader(f))
+    assert [row['class'] for row in per_class] == ['left', 'right']
+    assert sum(int(r['videos']) for r in per_class) == len(lines)
+    assert 100 * sum(int(r['correct']) for r in per_class) / len(lines) == pytest.approx(result['eval']['top1'])
+    with open(out.with_suffix('.confusion.csv')) as f:
+        confusion = list(csv.reader(f))
+    assert confusion[0][1:] == ['left', 'right']
+    assert [int(confusion[i][i]) for i in (1, 2)] == [int(r['correct']) for r in per_class], 'its diagonal'
+    assert sum(int(x) for row in confusion[1:] for x in row[1:]) == len(lines)
+    assert out.with_suffix('.confusion.png').stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_the_video_model_compiles_without_graph_breaks(data_dir, tmp_path):
+    """``torch._dynamo.explain``: one graph for the whole model, InTI layers and temporal modules included."""
+    x = torch.randn(2, 3, 4, 32, 32)
+    for name, kwargs in (('inti_vit_b16', dict(inti_after=(2,))), ('inti_vit_b16_temporal', {})):
+        model = timm.create_model(name, img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=2,
+                                  num_frames=4, num_classes=3, **kwargs).eval()
+        explained = torch._dynamo.explain(model)(x)
+        assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
+        assert explained.graph_count == 1
+    assert main(['--data-dir', str(data_dir), *TINY, '-b', '4', '--epochs', '1', '--torchcompile', 'eager',
+                 '--model-ema', '--output', str(tmp_path), '--experiment', 'compiled']) == 0
+    checkpoint = torch.load(tmp_path / 'compiled' / 'last.pth.tar', map_location='cpu', weights_only=True)
+    assert not any(k.startswith('_orig_mod') for k in checkpoint['state_dict']), 'saved as the plain model'

@@ -24,7 +24,7 @@ import sys
 from typing import Callable, Optional, Sequence
 
 __all__ = ['UsageError', 'CommandError', 'command', 'add_debug_argument', 'positive_int', 'non_negative_int',
-           'positive_float']
+           'positive_float', 'read_config', 'dump_config']
 
 DEBUG_ENV = 'TIMM_INTI_DEBUG'
 
@@ -97,6 +97,73 @@ def command(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
 def add_debug_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--debug', action='store_true',
                         help=f'print the full traceback of an error (also {DEBUG_ENV}=1), for bug reports')
+
+
+def read_config(parser: argparse.ArgumentParser, path: str) -> dict:
+    """Flag defaults from a YAML file (timm's ``-c/--config``): ``{dest: value}``, checked as the flags would be.
+
+    Keys are the parser's argument names, ``drop_path`` or ``drop-path``. An unknown key, a
+    value of the wrong type or outside the flag's choices is refused as a :class:`UsageError`
+    naming the file and the key.
+    """
+    import yaml
+    with open(path) as f:
+        try:
+            values = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise UsageError(f'{path}: not YAML ({str(e).splitlines()[0]})') from e
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UsageError(f'{path}: expected a mapping of flag names to values, got {type(values).__name__}')
+    actions = {a.dest: a for a in parser._actions if a.dest not in ('help', argparse.SUPPRESS)}
+    config = {}
+    for key, value in values.items():
+        dest = str(key).lstrip('-').replace('-', '_')
+        action = actions.get(dest)
+        if action is None:
+            raise UsageError(f'{path}: unknown key {key!r}, not a flag of {parser.prog}')
+        config[dest] = _check_value(action, value, f'{path}: {key}')
+    return config
+
+
+def _check_value(action: argparse.Action, value, where: str):
+    if value is None:
+        return None
+    if action.nargs == 0:  # store_true, --x/--no-x
+        if not isinstance(value, bool):
+            raise UsageError(f'{where}: expected true or false, got {value!r}')
+        return value
+    if isinstance(action.default, dict):  # k=v pairs (timm's ParseKwargs): a mapping; lists as the (a, b) they were
+        if not isinstance(value, dict):
+            raise UsageError(f'{where}: expected a mapping of names to values, got {value!r}')
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+    if action.type is None and action.choices is None:
+        return value
+    many = action.nargs not in (None, '?')
+    items = value if many and isinstance(value, (list, tuple)) else [value]
+    if many != isinstance(value, (list, tuple)) or isinstance(action.nargs, int) and len(items) != action.nargs:
+        count = f'{action.nargs} values' if isinstance(action.nargs, int) else 'a list' if many else 'one value'
+        raise UsageError(f'{where}: expected {count}, got {value!r}')
+    try:
+        items = [action.type(str(v)) if action.type else v for v in items]
+    except (argparse.ArgumentTypeError, ValueError) as e:
+        raise UsageError(f'{where}: {e}') from e
+    bad = [v for v in items if action.choices is not None and v not in action.choices]
+    if bad:
+        raise UsageError(f'{where}: {bad[0]!r} is not one of {", ".join(map(str, action.choices))}')
+    return items if many else items[0]
+
+
+def dump_config(values: dict) -> str:
+    """``values`` as YAML that :func:`read_config` reads back (tuples as lists)."""
+    import yaml
+
+    def plain(v):
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return {k: plain(x) for k, x in v.items()} if isinstance(v, dict) else v
+    return yaml.safe_dump({k: plain(v) for k, v in values.items()}, default_flow_style=None, sort_keys=False)
 
 
 def _number(kind, minimum, strict: bool, what: str):

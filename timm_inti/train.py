@@ -12,6 +12,15 @@ optimizer, scheduler, Mixup/CutMix, EMA, AMP scaler, checkpoint saver and resume
 distributed setup; this file adds what clips need (Mixup over time, multi-view evaluation,
 the video datasets, a frozen-backbone mode) and exact resumption.
 
+A YAML file sets defaults, as timm's ``-c/--config`` (keys are the flags' names, ``drop_path`` or
+``drop-path``; flags on the command line win; ``recipes/`` holds the peers' fine-tuning recipes):
+
+    timm-inti-train -c recipes/k400_vit_b16.yaml --data-dir DIR --lr 5e-4
+
+Every run writes its resolved arguments to ``OUTPUT/NAME/args.yaml``; ``--resume`` of a run
+takes its arguments from there (the command line still wins: ``--epochs``, ``--lr``, ...),
+and continues in the checkpoint's folder.
+
 Resuming is exact at epoch boundaries: every epoch reseeds the Python, NumPy and torch
 generators, the loader's shuffling and its workers from ``--seed`` and the epoch number,
 so a run killed mid-epoch and restarted with ``--resume OUTPUT/last.pth.tar`` replays the
@@ -52,9 +61,19 @@ from .checkpoints import (
     resume_ema,
     resume_training,
 )
-from .cli import CommandError, UsageError, add_debug_argument, command, non_negative_int, positive_float, positive_int
-from .evaluate import view_probabilities
-from .files import pyplot, write_csv, write_json, write_png
+from .cli import (
+    CommandError,
+    UsageError,
+    add_debug_argument,
+    command,
+    dump_config,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    read_config,
+)
+from .evaluate import view_probabilities, write_evaluation
+from .files import pyplot, write_csv, write_json, write_png, write_text
 
 _logger = logging.getLogger('timm_inti.train')
 
@@ -66,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
         prog='timm-inti-train',
         description='Fine-tune an InTI video ViT on class-folder or annotation-list video datasets.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('-c', '--config', default='', metavar='FILE.yaml',
+                        help='YAML file of flag defaults (e.g. recipes/k400_vit_b16.yaml); command-line flags win')
     group = parser.add_argument_group('Dataset')
     group.add_argument('--data-dir', metavar='DIR', help='root with train/ and val/ class folders, or of list paths')
     group.add_argument('--train-split', default='train',
@@ -89,12 +110,30 @@ def _parser() -> argparse.ArgumentParser:
                        help='a training video that cannot be decoded: replace it by the next one, or skip it '
                             '(evaluation always skips); each is reported once and counted')
 
+    group = parser.add_argument_group('Augmentation (training clips; each draw is made once per clip)')
+    group.add_argument('--scale', type=float, nargs=2, default=[0.08, 1.0], metavar=('MIN', 'MAX'),
+                       help='random resized crop: area fraction')
+    group.add_argument('--ratio', type=float, nargs=2, default=[3 / 4, 4 / 3], metavar=('MIN', 'MAX'),
+                       help='random resized crop: aspect ratio')
+    group.add_argument('--hflip', type=float, default=0.5,
+                       help='horizontal flip probability (0 for Something-Something: left and right are labels)')
+    group.add_argument('--color-jitter', type=float, default=None, metavar='PCT',
+                       help='brightness, contrast, saturation jitter (as timm: off under --aa other than 3a)')
+    group.add_argument('--aa', default=None, metavar='NAME',
+                       help='auto-augment policy in timm\'s format, the same ops and magnitudes on every frame: '
+                            'rand-m7-n4-mstd0.5-inc1 (RandAugment), rand-m10-n1-mstd101 (TrivialAugment-like), '
+                            'augmix-m5-w4-d2, original, v0')
+    group.add_argument('--reprob', type=float, default=0.0, help='random erasing probability (one box set per clip)')
+    group.add_argument('--remode', default='pixel', choices=('const', 'rand', 'pixel'), help='random erasing fill')
+    group.add_argument('--recount', type=positive_int, default=1, help='random erasing: at most this many boxes')
+
     group = parser.add_argument_group('Model')
     group.add_argument('--model', default='inti_vit_b16',
                        help='an InTI model, any timm VisionTransformer name (vit_small_patch16_224, ...), '
                             'hf-hub:ORG/NAME or local-dir:DIR; --resume, --eval-only and --initial-checkpoint of a '
                             'timm-inti-train checkpoint take it (and the frames, size, kwargs) from the checkpoint')
-    group.add_argument('--pretrained', action='store_true', help='start from pretrained (CLIP) weights')
+    group.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=False,
+                       help='start from pretrained (CLIP) weights')
     group.add_argument('--initial-checkpoint', default='', help='load these model weights before training')
     group.add_argument('--resume', default='', help='resume model, optimizer, scaler, EMA and epoch from a checkpoint')
     group.add_argument('--num-classes', type=positive_int, default=None,
@@ -136,11 +175,12 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument('--cutmix', type=float, default=0.0, help='cutmix alpha (the same box on every frame)')
     group.add_argument('--mixup-prob', type=float, default=1.0)
     group.add_argument('--mixup-switch-prob', type=float, default=0.5)
-    group.add_argument('--model-ema', action='store_true', help='keep an EMA of the weights; evaluate and keep it')
+    group.add_argument('--model-ema', action=argparse.BooleanOptionalAction, default=False,
+                       help='keep an EMA of the weights; evaluate and keep it')
     group.add_argument('--model-ema-decay', type=float, default=0.9998, help='in (0, 1)')
 
     group = parser.add_argument_group('Misc')
-    group.add_argument('--amp', action='store_true', help='mixed precision')
+    group.add_argument('--amp', action=argparse.BooleanOptionalAction, default=False, help='mixed precision')
     group.add_argument('--amp-dtype', default='float16', choices=('float16', 'bfloat16'))
     group.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     group.add_argument('-j', '--workers', type=non_negative_int, default=None,
@@ -155,9 +195,38 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument('--eval-metric', default='top1', choices=('top1', 'top5', 'loss'),
                        help='validation metric that ranks checkpoints (model_best)')
     group.add_argument('--eval-only', action='store_true', help='evaluate --resume/--initial-checkpoint and exit')
+    group.add_argument('--predictions', default='', metavar='FILE.jsonl',
+                       help='write each validation video\'s predictions and true label (timm-inti-predict\'s '
+                            '--output lines, plus "label"), FILE.per_class.csv and FILE.confusion.csv (and .png); '
+                            'during training, the last validation\'s')
+    group.add_argument('--torchcompile', nargs='?', const='inductor', default=None, metavar='BACKEND',
+                       help='torch.compile the model (timm\'s flag; default backend inductor)')
     group.add_argument('--log-interval', type=positive_int, default=50)
     add_debug_argument(parser)
     return parser
+
+
+# a resumed run's args.yaml gives everything but what names this invocation's inputs and outputs
+_NOT_INHERITED = ('resume', 'initial_checkpoint', 'eval_only', 'pretrained', 'predictions', 'debug')
+
+
+def _parse_args(argv):
+    """timm's two passes: ``-c FILE`` and, with ``--resume``, the run's ``args.yaml`` set the defaults (the run's
+    over the file's); the command line wins. Returns the arguments and their values as parsed, for args.yaml."""
+    parser = _parser()
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument('-c', '--config', default='')
+    first.add_argument('--resume', default='')
+    known, _ = first.parse_known_args(argv)
+    defaults = read_config(parser, known.config) if known.config else {}
+    run_dir = os.path.dirname(os.path.abspath(known.resume)) if known.resume else ''
+    if run_dir and os.path.isfile(os.path.join(run_dir, 'args.yaml')):  # a run of this command: continue it
+        run = read_config(parser, os.path.join(run_dir, 'args.yaml'))
+        defaults.update({k: v for k, v in run.items() if k not in _NOT_INHERITED})
+        defaults.update(output=os.path.dirname(run_dir), experiment=os.path.basename(run_dir))
+    parser.set_defaults(**defaults)
+    args = parser.parse_args(argv)
+    return args, dict(vars(args))
 
 
 def mix_clips(mixup_fn: Mixup, x: torch.Tensor, target: torch.Tensor):
@@ -192,12 +261,20 @@ def freeze_backbone(model) -> int:
 
 @torch.no_grad()
 def validate(model, loader, args, device, amp_autocast, progress, bad_log) -> Dict[str, float]:
-    """Top-1/top-5 and loss of views (B, V, C, T, H, W): each video's probabilities averaged over its views."""
+    """Top-1/top-5 and loss of views (B, V, C, T, H, W): each video's probabilities averaged over its views.
+
+    With ``--predictions``, each video's top-5 and true label, per-class accuracy and the confusion matrix too."""
     model.eval()
     evaluator = ClassificationEvaluator(device=device, max_samples=evaluation_sample_limit(loader))
     seen = torch.zeros((), dtype=torch.int64, device=device)
-    for views, target, bad in progress(loader, desc='eval'):
+    rows = [] if args.predictions else None  # (dataset index, top-5 classes, their probabilities, true class)
+    order = list(loader.sampler) if args.predictions else None
+    for step, (views, target, bad) in enumerate(progress(loader, desc='eval')):
         bad_log.update(bad)
+        if rows is not None:  # the batch's videos, less the unreadable ones collate_videos dropped
+            failed = {path for path, _ in bad}
+            batch = [i for i in order[step * loader.batch_size:(step + 1) * loader.batch_size]
+                     if loader.dataset.samples[i][0] not in failed]
         if not len(views):
             continue
         views, target = views.to(device), target.to(device)
@@ -205,6 +282,11 @@ def validate(model, loader, args, device, amp_autocast, progress, bad_log) -> Di
             probs = view_probabilities(model, views)
         evaluator.update(probs.clamp_min(1e-12).log(), target)  # log of averaged probabilities = its own logits
         seen += len(target)
+        if rows is not None:
+            top = probs.float().topk(min(5, probs.shape[1]))
+            rows += zip(batch, top.indices.tolist(), top.values.tolist(), target.tolist(), strict=True)
+    if rows is not None:
+        _write_predictions(args, loader.dataset, rows)
     if args.distributed:
         torch.distributed.all_reduce(seen)
     if not seen:  # metrics of nothing would read as 0% and decide "best" on nothing
@@ -212,6 +294,23 @@ def validate(model, loader, args, device, amp_autocast, progress, bad_log) -> Di
                            f'reported above): nothing to measure; fix its files, or train without validation '
                            f'(--val-split "")')
     return dict(evaluator.compute(distributed=args.distributed))
+
+
+def _write_predictions(args, dataset, rows) -> None:
+    """Gather every process's rows; the primary writes ``--predictions`` and the per-class files beside it."""
+    if args.distributed:
+        parts = [None] * args.world_size
+        torch.distributed.all_gather_object(parts, rows)
+        rows = [row for part in parts for row in part]
+    if not timm.utils.is_primary(args):
+        return
+    names = dataset.classes
+    by_index = {row[0]: row for row in rows}  # the distributed sampler's padding repeats videos
+    records = [dict(path=dataset.samples[i][0], label=names[truth],
+                    predictions=[dict(label=names[k], probability=round(p, 6)) for k, p in zip(classes, probs)])
+               for i, classes, probs, truth in (by_index[i] for i in sorted(by_index))]
+    _logger.info(f'predictions of {len(records)} videos: ' + ', '.join(write_evaluation(args.predictions, records,
+                                                                                        names)))
 
 
 def train_one_epoch(epoch, task, loader, optimizer, lr_scheduler, args, device, amp_autocast, loss_scaler,
@@ -388,6 +487,20 @@ def _check_args(args) -> None:
         raise UsageError(f'--eval-metric {args.eval_metric} ranks validation results, but --val-split is empty')
     if args.resume and args.initial_checkpoint:
         raise UsageError('--resume restores the weights already; leave out --initial-checkpoint')
+    if not 0 <= args.hflip <= 1 or not 0 <= args.reprob <= 1:
+        raise UsageError(f'--hflip {args.hflip} and --reprob {args.reprob} are probabilities in [0, 1]')
+    if not 0 < args.scale[0] <= args.scale[1] <= 1 or not 0 < args.ratio[0] <= args.ratio[1]:
+        raise UsageError(f'--scale {args.scale} needs 0 < MIN <= MAX <= 1, --ratio {args.ratio} 0 < MIN <= MAX')
+    if args.aa:
+        from timm_inti.video.transforms import auto_augment_policy
+        try:
+            auto_augment_policy(args.aa, dict(input_size=(3, 224, 224), mean=(0.5, 0.5, 0.5)))
+        except ValueError as e:
+            raise UsageError(f'--aa: {e}') from e
+    if args.predictions and not args.predictions.endswith('.jsonl'):
+        raise UsageError(f'--predictions {args.predictions}: name a .jsonl file (the per-class files go beside it)')
+    if args.predictions and not args.val_split:
+        raise UsageError('--predictions writes validation predictions, but --val-split is empty')
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         raise UsageError(f'--device {args.device}, but no CUDA device is available (use --device cpu)')
 
@@ -579,7 +692,7 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    args = _parser().parse_args(argv)
+    args, run_args = _parse_args(argv)
     _check_args(args)
     source = args.resume or args.initial_checkpoint
     checkpoint = read_checkpoint_metadata(source) if source else None  # None: a weights file (.safetensors)
@@ -620,7 +733,9 @@ def _main(argv) -> int:
         args.data_dir, data_config, num_frames=args.num_frames, train_split=args.train_split,
         val_split=args.val_split, test_clips=args.test_clips, test_crops=args.test_crops, stride=args.stride,
         bad_files=args.bad_files, eval_only=args.eval_only, classes=classes, num_samples=args.num_samples,
-        shared_frames=args.shared_frames)
+        shared_frames=args.shared_frames, scale=tuple(args.scale), ratio=tuple(args.ratio), hflip=args.hflip,
+        augmentation=dict(color_jitter=args.color_jitter, auto_augment=args.aa, re_prob=args.reprob,
+                          re_mode=args.remode, re_count=args.recount))
     label_names = (val_set if args.eval_only else train_set).classes
     if args.num_classes is not None and args.num_classes != len(label_names):
         raise UsageError(f'--num-classes {args.num_classes}, but the data has {len(label_names)} classes '
@@ -692,6 +807,9 @@ def _main(argv) -> int:
         task.setup_ema(decay=args.model_ema_decay)
         if args.resume:
             resume_ema(task, args.resume, checkpoint)
+    if args.torchcompile:  # timm's order: compile, then DDP
+        task.compile(backend=args.torchcompile)
+        task.compile_ema(backend=args.torchcompile)
     if args.distributed:
         task.prepare_distributed(device_ids=[device] if device.type == 'cuda' else None)
 
@@ -721,7 +839,8 @@ def _main(argv) -> int:
     if args.eval_only:
         metrics = validate(eval_model(), val_loader, args, device, amp_autocast, progress, bad_log)
         if primary:
-            print(json.dumps(dict(eval=metrics, views=args.test_clips * args.test_crops, unreadable=len(bad_log))))
+            print(json.dumps(dict(eval=metrics, views=args.test_clips * args.test_crops, unreadable=len(bad_log),
+                                  **(dict(predictions=args.predictions) if args.predictions else {}))))
         return 0
 
     updates_per_epoch = (len(train_loader) + args.grad_accum_steps - 1) // args.grad_accum_steps
@@ -795,6 +914,9 @@ def _main(argv) -> int:
         if primary:
             try:
                 saver.save_checkpoint(epoch, metric=metric)
+                if epoch == start_epoch:  # beside the run's first checkpoint: a run that fails earlier leaves nothing
+                    write_text(os.path.join(output_dir, 'args.yaml'),
+                               dump_config(dict(run_args, experiment=os.path.basename(output_dir))))
                 timm.utils.update_summary(epoch, train_metrics, eval_metrics, filename=summary_csv, lr=lr)
                 with open(summary_csv) as f:
                     write_json(os.path.join(output_dir, 'summary.json'), list(csv.DictReader(f)))

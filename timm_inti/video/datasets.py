@@ -341,6 +341,7 @@ def create_video_datasets(
         hflip: float = 0.5,
         num_samples: int = 1,
         shared_frames: bool = False,
+        augmentation: Optional[Dict] = None,
 ) -> Tuple[Optional[VideoDataset], Optional[VideoDataset]]:
     """The training and validation datasets of a data folder, ready for a DataLoader with ``collate_videos``.
 
@@ -352,7 +353,8 @@ def create_video_datasets(
     ``classes`` (a model's class names, by index) labels the validation split when there is
     no training split. ``num_samples``: training clips per decoded video (repeated
     sampling; ``shared_frames``: the same frames, own crops). Videos prepared by
-    ``timm-inti-prepare`` take their frame counts from its manifest.
+    ``timm-inti-prepare`` take their frame counts from its manifest. ``augmentation``: more
+    training augmentation, ``create_video_transform``'s keywords (auto_augment, re_prob, ...).
     """
     common = dict(num_frames=num_frames, stride=stride, backend=backend)
     train_set = None
@@ -360,7 +362,8 @@ def create_video_datasets(
         train_set = _split_dataset(
             data_dir, train_split, train=True, bad_files=bad_files, num_samples=num_samples,
             shared_frames=shared_frames,
-            transform=create_video_transform(data_config, is_training=True, scale=scale, ratio=ratio, hflip=hflip),
+            transform=create_video_transform(data_config, is_training=True, scale=scale, ratio=ratio, hflip=hflip,
+                                             **(augmentation or {})),
             **common)
     val_set = None
     if val_split:
