@@ -389,10 +389,10 @@ _QUICK = StudyConfig(train_clips=64, test_clips=64, pretrain_clips=32,
 # flash colour into "no flash" (top-1 on single frames 66.7%, seed 0), and its video rows stayed near 30%.
 _IMAGE = TrainConfig(epochs=8, batch_size=64, lr=1e-3, warmup_epochs=1)
 
-# Budget: both tasks, 5 seeds; the measured time is in benchmarks/results/ablation.md and the README. The flash task's
-# rows converge only after 24 epochs (at 16, a row reached 50-90% depending on the seed, and the seed-to-seed spread
-# hid every difference); the moving task's 8x8 grid costs 4x the tokens, so its model is narrower, and it gets twice
-# the clips of its first version (1000 clips: every row stayed below 35%).
+# Budget: both tasks, 5 seeds; the measured time is in benchmarks/results/ablation.md and docs/ablation.md.
+# The flash task's rows converge only after 24 epochs (at 16, a row reached 50-90% depending on the seed, and the
+# seed-to-seed spread hid every difference); the moving task's 8x8 grid costs 4x the tokens, so its model is narrower,
+# and it gets twice the clips of its first version (1000 clips: every row stayed below 35%).
 TASKS: Dict[str, Task] = {t.name: t for t in (
     Task('flash', 'static clutter, still camera, 4x4 patch grid',
          TaskConfig(),

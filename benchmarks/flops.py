@@ -174,7 +174,7 @@ def main(argv=None):
 
     table = markdown(rows) + (
         '\n\nGFLOPs = 10^9 multiply-adds (fvcore, attention included), batch 1, one view at the model\'s size '
-        '(224x224; 336x336 for inti_vit_l14_336*). '
+        '(224x224 unless the name says 336 or 384). '
         'Block-schedule bound: the reduction if only the Transformer blocks cost anything.')
     print(table)
     print()

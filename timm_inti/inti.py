@@ -9,7 +9,7 @@ position by one linear combination of the two, so every later block sees half th
 The combination weights are predicted token by token by a small context network
 (after "Dynamic and Compressive Adaptation of Transformers From Images to Videos",
 ECCV 2024, https://arxiv.org/abs/2408.06840). The paper publishes no code; the weight
-network below is this project's design (README, "The paper and this project"):
+network below is this project's design (docs/paper.md):
 
   * every token is normalised and projected to a small width (``hidden_dim``);
   * context is gathered at several spatial scales: the token itself and average-pooled

@@ -2,7 +2,7 @@
 
 The paper reports its best result with InTI plus extra temporal modules (87.6 top-1 on
 Kinetics-400, 37% fewer GFLOPs than naive adaptation); which modules is this project's
-choice (README, "The paper and this project"): an ST-Adapter-style spatio-temporal adapter
+choice (docs/paper.md): an ST-Adapter-style spatio-temporal adapter
 (Pan et al., "ST-Adapter: Parameter-Efficient Image-to-Video Transfer Learning", NeurIPS
 2022, https://arxiv.org/abs/2206.13559): a bottleneck with a depthwise 3-D convolution over
 (T, h, w) on the patch grid, added to the tokens before a Transformer block:

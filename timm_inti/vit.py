@@ -4,8 +4,7 @@ An image ViT from timm (CLIP, SigLIP, DINOv2, ...) applied to every frame of a c
 blocks that merge neighbouring frames, so later blocks process half the frames each time.
 After "Dynamic and Compressive Adaptation of Transformers From Images to Videos"
 (ECCV 2024, https://arxiv.org/abs/2408.06840); the paper's code is not public, and the
-choices below that the paper does not state are this project's (README, "The paper and
-this project").
+choices below that the paper does not state are this project's (docs/paper.md).
 
   * input (B, C, T, H, W); a 4-D (B, C, H, W) batch is a one-frame clip, and its outputs
     drop the time axis, so image tooling keeps working;

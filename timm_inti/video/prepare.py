@@ -5,7 +5,7 @@ Every video is decoded, turned upright (display matrix), scaled to a short side 
 second, and re-encoded with libx264 as MP4 with a keyframe every ``--gop`` frames and the
 index at the front (``faststart``), tuned for fast decoding (x264 ``--tune fastdecode``:
 CAVLC entropy coding, no deblocking filter). Audio is dropped. The defaults come from the storage
-measurements of ``benchmarks/pipeline.py`` (see the README's "Feeding the model"): a
+measurements of ``benchmarks/pipeline.py`` (see docs/data.md, "Feeding the model"): a
 prepared 360p-1080p source decodes several times faster, and short groups of pictures
 let segment sampling seek instead of decoding every frame in between.
 
@@ -72,7 +72,7 @@ def _say(message: str) -> None:
 
 
 PROG = 'timm-inti-prepare'
-# chosen from benchmarks/pipeline.py's storage table (README, "Feeding the model")
+# chosen from benchmarks/pipeline.py's storage table (docs/data.md, "Feeding the model")
 DEFAULT_SHORT_SIDE = 256
 DEFAULT_GOP = 16
 DEFAULT_CRF = 23
