@@ -77,7 +77,6 @@ from .files import pyplot, write_csv, write_json, write_png, write_text
 
 _logger = logging.getLogger('timm_inti.train')
 
-CHECKPOINT_VERSION = 2  # timm's: the stored epoch is the one that finished
 
 
 def _parser() -> argparse.ArgumentParser:

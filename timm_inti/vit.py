@@ -538,8 +538,12 @@ def load_failure_reason(error: BaseException) -> Tuple[str, bool]:
 
 def _read_failure(pretrained_cfg: Dict[str, Any], error: BaseException) -> CheckpointError:
     """A loader's error as one line naming the source, without torch's advice to unpickle an untrusted file."""
+    from .hub import OFFLINE_DOC, hub_unreachable  # hub imports this module: a late import
     reason, _ = load_failure_reason(error)
-    return CheckpointError(f'{_weights_source(pretrained_cfg)}: cannot read the pretrained weights ({reason})')
+    remedy = (f'; without the Hub, load a local copy: pretrained_cfg_overlay=dict(file=PATH), or a local-dir:DIR '
+              f'name (see {OFFLINE_DOC})') if hub_unreachable(error) else ''
+    return CheckpointError(
+        f'{_weights_source(pretrained_cfg)}: cannot read the pretrained weights ({reason}){remedy}')
 
 
 def check_local_dir(folder: Union[str, Path]) -> Path:
