@@ -120,7 +120,8 @@ def test_image_checkpoint_missing_a_key_is_refused(tmp_path):
 
 def test_weights_missing_offline_name_the_local_remedy():
     """conftest sets HF_HUB_OFFLINE=1 and an empty private cache: the error says how to load a local copy."""
-    expected = (r'vit_base_patch16_clip_224\.openai: cannot read the pretrained weights \(.*\); without the Hub, load a '
-                r'local copy: pretrained_cfg_overlay=dict\(file=PATH\), or a local-dir:DIR name \(see docs/offline\.md\)')
+    expected = (r'vit_base_patch16_clip_224\.openai: cannot read the pretrained weights \(.*\); without the Hub, '
+                r'load a local copy: pretrained_cfg_overlay=dict\(file=PATH\), or a local-dir:DIR name '
+                r'\(see docs/offline\.md\)')
     with pytest.raises(timm_inti.CheckpointError, match=expected):
         timm.create_model('inti_vit_b16', pretrained=True)
