@@ -204,6 +204,7 @@ def test_default_rows():
     assert ablation.TASKS['moving'].grid == 8 and ablation.TASKS['flash'].grid == 4
 
 
+@pytest.mark.slow
 def test_quick_run_writes_tables_intervals_and_pictures(tmp_path, restore_threads):
     assert ablation.main(['--quick', '--task', 'flash', '--seeds', '2', '--first-seed', '3', '--threads', '1',
                           '--out', str(tmp_path)]) == 0
@@ -246,6 +247,7 @@ def test_quick_run_writes_tables_intervals_and_pictures(tmp_path, restore_thread
         assert (tmp_path / name).read_bytes()[:4] == b'\x89PNG'
 
 
+@pytest.mark.slow
 def test_same_seed_same_result(restore_threads):
     torch.set_num_threads(1)
     task, methods = ablation.TASKS['flash'], ['inti', 'tome']
@@ -277,6 +279,7 @@ def _per_seed(out):
                 for r in csv.DictReader(f)}
 
 
+@pytest.mark.slow
 def test_resume_runs_only_the_missing_seeds_and_pools_runs(tmp_path, capsys, restore_threads):
     """Seeds run in separate processes (or machines) and pooled give the tables of one run over all of them."""
     assert _quick(tmp_path / 'one', '--seeds', '2') == 0
@@ -309,6 +312,7 @@ def test_resume_runs_only_the_missing_seeds_and_pools_runs(tmp_path, capsys, res
     assert 'no seeds to rebuild the tables from' in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_an_earlier_run_is_kept_unless_asked(tmp_path, capsys, restore_threads):
     assert _quick(tmp_path, '--seeds', '1') == 0
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
@@ -336,6 +340,7 @@ def test_an_earlier_run_is_kept_unless_asked(tmp_path, capsys, restore_threads):
     assert _per_seed(tmp_path)['inti'][0] == '0'
 
 
+@pytest.mark.slow
 def test_jobs_and_seeds_out_of_order_give_the_tables_of_one_run(tmp_path, capsys, restore_threads):
     """Seeds trained in worker processes (--jobs), or a seed run before the seeds after it, land in seed order."""
     assert _quick(tmp_path / 'one', '--seeds', '2') == 0
@@ -355,6 +360,7 @@ def test_jobs_and_seeds_out_of_order_give_the_tables_of_one_run(tmp_path, capsys
     assert seeds == [0, 1]
 
 
+@pytest.mark.slow
 def test_against_says_which_intervals_of_a_rerun_overlap_the_published_ones(tmp_path, capsys, restore_threads):
     published = tmp_path / 'published'
     assert _quick(published, '--seeds', '2') == 0

@@ -16,6 +16,7 @@ from timm_inti.backbones import BACKBONES, VARIANTS, Backbone, Weights, find_bac
 from timm_inti.zero_shot import text_tower_for
 
 
+@pytest.mark.slow
 def test_every_entry_is_registered_with_its_schedule_cfgs_and_activation():
     for backbone in BACKBONES.values():
         quarter = backbone.depth // 4
@@ -172,6 +173,7 @@ def test_siglip_pools_every_frame_then_averages_the_frames():
     torch.testing.assert_close(model(x), per_frame.mean(dim=1), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_full_size_dinov2_at_224_matches_timms_model_at_224(hub_cache):
     """DINOv2 is trained at 518 px; both sides resample its position embedding to the 224 px grid."""
@@ -234,6 +236,7 @@ def test_fvcore_and_the_closed_form_agree_per_family(alias, kwargs):
             assert formula_flops(model, frames).by_module['attn_pool'] == counted.by_module['attn_pool']
 
 
+@pytest.mark.slow
 def test_train_predict_and_flops_benchmark_take_the_new_families(tmp_path, capsys):
     """No special case in the commands: DINOv2 (5 prefix tokens) trains and predicts, SigLIP is counted."""
     from benchmarks import flops as benchmark

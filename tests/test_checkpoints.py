@@ -25,14 +25,14 @@ def test_registered_and_plain_timm_names_become_video_models(name):
 @pytest.mark.parametrize('name, kwargs', [
     ('resnet18', {}),
     ('resnet18', dict(img_size=32)),  # an argument ResNet does not take: still the class is named, not the argument
-    ('eva02_tiny_patch14_224', {}),
+    ('convnext_atto', {}),
 ])
 def test_other_model_classes_are_refused_naming_the_supported_ones(name, kwargs):
     with pytest.raises(ValueError) as error:
         create_model(name, num_frames=4, **kwargs)
     message = str(error.value)
     assert message.startswith(f'{name} is a timm.models.') and '\n' not in message
-    assert 'timm.models.vision_transformer.VisionTransformer' in message
+    assert 'timm.models.vision_transformer.VisionTransformer' in message and 'timm.models.eva.Eva' in message
     assert 'num_frames' not in message and 'img_size' not in message
 
 
@@ -116,3 +116,9 @@ def test_load_weights_can_leave_the_head_for_new_classes(tmp_path):
     load_weights(target, tmp_path / 'five.pth', except_head=True)
     assert torch.equal(target.head.weight, head)
     assert torch.equal(target.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+
+
+def test_an_eva_name_becomes_a_video_eva_through_the_commands_builder():
+    model = create_model('eva02_tiny_patch14_224', num_classes=3, img_size=28, depth=2, num_frames=4, inti_after=(1,))
+    assert type(model).__name__ == 'VideoEva' and model.inti_after == (1,) and model.num_frames == 4
+    assert model(torch.randn(2, 3, 4, 28, 28)).shape == (2, 3)

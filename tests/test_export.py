@@ -153,8 +153,8 @@ def test_a_missing_optional_package_is_one_line_naming_what_to_install(fmt, modu
     (['{tmp}/old.onnx'], r'old\.onnx exists; give --overwrite'),
     (['{tmp}/fresh.onnx'], r'fresh\.onnx\.json exists; give --overwrite'),
     (['{tmp}/model.pt2', '--checkpoint', '{tmp}/missing.pth'], r'missing\.pth: no such checkpoint file'),
-    (['{tmp}/model.pt2', '--model', 'vit_tiny_patch16_224', '--checkpoint', '{tmp}/image.pth', '--model-kwargs',
-      'img_size=32', 'patch_size=8', 'depth=2'], r'image\.pth is not an InTI video model'),
+    (['{tmp}/model.pt2', '--model', 'resnet18', '--checkpoint', '{tmp}/image.pth'],
+     r'resnet18 is a timm\.models\.resnet\.ResNet, which is neither a timm VisionTransformer nor Eva'),
 ])
 def test_refusals_are_one_line_and_leave_the_files_as_they_were(args, message, tmp_path, capsys):
     (tmp_path / 'old.onnx').write_bytes(b'earlier graph')

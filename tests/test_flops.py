@@ -34,6 +34,7 @@ def test_attention_is_counted():
     assert count_flops(model, x).total - plain.total() == attention
 
 
+@pytest.mark.slow
 def test_b16_cost_at_8_and_16_frames():
     """Naive ViT-B/16 is ~17.58 G multiply-adds per 224x224 frame; one InTI after 3 blocks leaves <= 0.630."""
     naive = timm.create_model('inti_vit_b16', inti_after=()).eval()
@@ -50,6 +51,7 @@ def test_b16_cost_at_8_and_16_frames():
 
 
 
+@pytest.mark.slow
 def test_benchmark_script_writes_table_csv_and_plot(tmp_path, capsys):
     """The README's main job, on two variants that share a naive baseline, at two clip lengths."""
     import csv

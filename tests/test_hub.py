@@ -76,6 +76,7 @@ CLIP_MODELS = sorted(
     for long_name, _, _ in BACKBONES[b].model_names())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('model_name', CLIP_MODELS)
 def test_every_pretrained_tag_loads_through_the_hub(model_name, clip_towers, hub_cache):
     tower_file = clip_towers['l14' if 'large' in model_name else 'b16']

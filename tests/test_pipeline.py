@@ -1,9 +1,12 @@
 """benchmarks/pipeline.py --quick: the end-to-end benchmark runs and writes its tables (no timed assertions)."""
 import csv
 
+import pytest
+
 from benchmarks import pipeline
 
 
+@pytest.mark.slow
 def test_pipeline_quick(tmp_path, capsys):
     assert pipeline.main(['--quick', '--out', str(tmp_path)]) == 0
     report = (tmp_path / 'pipeline_quick.md').read_text()

@@ -2,9 +2,12 @@
 import csv
 import json
 
+import pytest
+
 from benchmarks import predict as predict_benchmark
 
 
+@pytest.mark.slow
 def test_quick_run_prints_the_table_and_passes_the_resume_check(tmp_path, capsys):
     assert predict_benchmark.main(['--quick', '--out', str(tmp_path)]) == 0
     with open(tmp_path / 'predict_quick.csv') as f:

@@ -122,6 +122,7 @@ def _part_lines(path):
         return 0
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_gives_the_uninterrupted_output(collection, clean_run, tmp_path):
     args = [collection['videos'], '--checkpoint', collection['checkpoint'], '-j', '1', '-b', '1', '--top-k', '2',
             '--output', str(tmp_path / 'out.jsonl'), '--features', str(tmp_path / 'features.npy')]
@@ -150,6 +151,7 @@ def test_killed_and_resumed_gives_the_uninterrupted_output(collection, clean_run
     assert not list(tmp_path.glob('*part*'))
 
 
+@pytest.mark.slow
 def test_a_killed_features_run_loses_only_the_videos_in_flight(collection, clean_run, tmp_path, capsys):
     """--features alone, killed after N vectors: the rerun computes only the rest, and the file is byte for byte
     the uninterrupted run's."""
@@ -225,6 +227,7 @@ def test_a_rerun_skips_everything_done(collection, clean_run, tmp_path, capsys):
     assert out.read_bytes() == clean_run['output'].read_bytes()
 
 
+@pytest.mark.slow
 def test_torchrun_two_gloo_processes_split_the_videos(collection, clean_run, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get('PYTHONPATH', '')]),
                OMP_NUM_THREADS='1')
@@ -241,6 +244,7 @@ def test_torchrun_two_gloo_processes_split_the_videos(collection, clean_run, tmp
     assert not list(tmp_path.glob('*part*'))
 
 
+@pytest.mark.slow
 def test_zero_shot_builds_the_text_head_once_and_scores_as_one_file(open_clip_b16, collection, tmp_path, monkeypatch):
     import open_clip
     calls = []

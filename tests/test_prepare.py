@@ -191,6 +191,7 @@ def _final_files(dst):
     return sorted(p for p in dst.rglob('*.mp4') if not p.name.startswith('.'))
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_output(tmp_path):
     src = tmp_path / 'src'
     for k in range(6):

@@ -118,6 +118,7 @@ def test_fvcore_and_the_formula_count_the_adapters():
     assert counted.total - count_flops(plain, x).total == counted.by_module['adapters']
 
 
+@pytest.mark.slow
 def test_full_size_temporal_b16_cuts_37_percent_of_naive_with_the_same_adapters():
     """The issue's criterion, counted by fvcore at full size: within a point of a 37% reduction."""
     model = timm.create_model('inti_vit_b16_temporal').eval()

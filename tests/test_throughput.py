@@ -56,6 +56,7 @@ def test_quick_run_writes_csv_and_markdown(tiny_kwargs, tmp_path, restore_thread
     assert (tmp_path / 'throughput_cpu_quick.csv').stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+@pytest.mark.slow
 def test_memory_measurement_sees_fewer_activations():
     """Fresh-process RSS accounting: InTI after 1 of 4 blocks keeps 5/8 of naive's block activations."""
     kwargs = dict(img_size=64, patch_size=8, embed_dim=128, depth=4, num_heads=2, num_classes=10)

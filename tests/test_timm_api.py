@@ -84,6 +84,7 @@ def test_default_cfgs_non_std_as_timm_tests_them(model_name):
         assert classifier + '.weight' not in state_dict and model.num_classes == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('model_name', FORWARD_NAMES)
 def test_forward_backward_every_variant(model_name):
     """Full depth and width; small frames (4x4 patches) keep it fast. 8 frames reach every InTI layer."""
@@ -204,6 +205,7 @@ def test_data_config_comes_from_the_pretrained_cfg():
         timm.data.IMAGENET_INCEPTION_MEAN
 
 
+@pytest.mark.slow
 def test_torch_compile_matches_eager():
     model = tiny(inti_after=(2,)).eval()
     x = torch.randn(2, 3, 8, 32, 32)

@@ -97,6 +97,7 @@ def test_eval_only_with_views(data_dir, tmp_path, capsys):
     assert result['views'] == 6 and set(result['eval']) == {'loss', 'top1', 'top5'}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('num_samples', [1, 2])
 def test_a_killed_run_resumes_to_the_same_weights(data_dir, tmp_path, num_samples):
     common = ['--data-dir', str(data_dir), *TINY, '-b', '2', '--epochs', '4', '--seed', '7', '--output', str(tmp_path),
@@ -151,6 +152,7 @@ def test_reusing_a_finished_run_resumes_it_only_when_asked(data_dir, tmp_path, c
     assert [r['epoch'] for r in summary(tmp_path / 'run')] == ['0', '1']
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(data_dir, tmp_path):
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29533',
            '-m', 'timm_inti.train', '--data-dir', str(data_dir), *TINY, '-b', '2', '--epochs', '2', '--device', 'cpu',
@@ -327,11 +329,11 @@ def overlay(file):
 PROBES = [  # (args, exit status, message regex of the last line, files left under tmp besides those before)
     # names that cannot become a video model: refused before any data is read ({root}/loose would be refused)
     (['--data-dir', '{root}/loose', '--model', 'resnet18'], 2,
-     r'resnet18 is a timm.models.resnet.ResNet, which is not a timm VisionTransformer: timm_inti turns models of '
-     r'class timm.models.vision_transformer.VisionTransformer', ()),
+     r'resnet18 is a timm.models.resnet.ResNet, which is neither a timm VisionTransformer nor Eva: timm_inti turns '
+     r'models of class timm.models.vision_transformer.VisionTransformer or timm.models.eva.Eva', ()),
     (['--data-dir', '{root}/loose', '--model', 'resnet18', '--img-size', '32'], 2, r'resnet18 is a .*ResNet', ()),
-    (['--data-dir', '{root}/loose', '--model', 'eva02_tiny_patch14_224'], 2,
-     r'eva02_tiny_patch14_224 is a timm.models.eva.Eva, .*VisionTransformer', ()),
+    (['--data-dir', '{root}/loose', '--model', 'convnext_atto'], 2,
+     r'convnext_atto is a timm.models.convnext.ConvNeXt, .*VisionTransformer nor Eva', ()),
     (['--data-dir', '{root}/loose', *GENERIC[:8], '--img-size', '33', '--num-frames', '4'], 2,
      r'--img-size 33 is not a multiple of the patch size 8 of vit_small_patch16_224: use 32 or 40$', ()),
     # a class whose every training video is unreadable is refused, not silently left out

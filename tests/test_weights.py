@@ -24,6 +24,7 @@ def one_frame_output(folder, x):
         return model(x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('layout', ['open_clip_training', 'openai_torchscript'])
 def test_convert_open_clip_and_openai_checkpoints(open_clip_b16, tmp_path, layout, capsys):
     x = torch.randn(1, 3, 1, 224, 224)
@@ -41,6 +42,7 @@ def test_convert_open_clip_and_openai_checkpoints(open_clip_b16, tmp_path, layou
     torch.testing.assert_close(one_frame_output(tmp_path / 'out', x), expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_convert_timm_tower_with_its_tag_and_frame_count(tmp_path):
     tower = timm.create_model('vit_base_patch16_clip_224', num_classes=512).eval()  # GELU: a LAION tower
     source = tmp_path / 'tower.safetensors'

@@ -59,6 +59,7 @@ def fake_tokenizer(texts, context_length=64):
     return torch.tensor([row + [0] * (context_length - len(row)) for row in ids])
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_siglip2_zero_shot_scores_clips_as_open_clip_scores_images(hub_cache):
     """Sigmoid scoring with SigLIP's logit bias; the image tower comes through the Hub cache as timm publishes it."""
