@@ -11,7 +11,6 @@ command line names the command first (train, export, convert, publish) and may u
 ``{train}`` (a tiny training run on the test videos, output in ``{tmp}/out``).
 """
 import fnmatch
-import hashlib
 import os
 import re
 import shlex
@@ -26,6 +25,7 @@ import pytest
 import timm
 import torch
 from conftest import TINY_KWARGS, write_video
+from table import snapshot
 
 from timm_inti.hub import save_pretrained
 from timm_inti.predict import main as predict_main
@@ -232,15 +232,6 @@ def world(tmp_path_factory):
     w['saved'] = root / 'saved'
     save_pretrained(model, w['saved'])
     return {k: str(v) for k, v in w.items()}
-
-
-def snapshot(folder: Path):
-    """Every path under ``folder``: a digest for files, None for folders."""
-    found = {}
-    for path in sorted(folder.rglob('*')):
-        rel = str(path.relative_to(folder))
-        found[rel] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-    return found
 
 
 @pytest.mark.parametrize('case', CASES, ids=[f'{i:02d}:{c.line.replace("{train} ", "")}' for i, c in enumerate(CASES)])
