@@ -1,7 +1,7 @@
 """FLOPs of InTI models against naive per-frame adaptation.
 
 By default: the headline, ``inti_vit_b16`` and ``inti_vit_b16_deep`` at 8 frames, printed
-(about a minute on 2 cores). ``--all``: every variant of CLIP ViT-B/16 and ViT-L/14 at 8, 16
+(about 20 s on 2 cores). ``--all``: every variant of CLIP ViT-B/16 and ViT-L/14 at 8, 16
 and 32 frames, and the plain variant (one InTI layer after a quarter of the blocks) of every
 other backbone of the table (timm_inti.backbones) at 8 frames, written to
 benchmarks/results/flops.{csv,md,png} (the published table). Name models to count others.
