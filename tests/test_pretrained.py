@@ -118,8 +118,11 @@ def test_image_checkpoint_missing_a_key_is_refused(tmp_path):
         timm.create_model('inti_vit_b16', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **TINY_KWARGS)
 
 
-def test_weights_missing_offline_name_the_local_remedy():
-    """conftest sets HF_HUB_OFFLINE=1 and an empty private cache: the error says how to load a local copy."""
+def test_weights_missing_offline_name_the_local_remedy(tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE=1 (conftest) and an empty cache (other tests fill the session's): the error says how to load a
+    local copy."""
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_CACHE', str(tmp_path))
     expected = (r'vit_base_patch16_clip_224\.openai: cannot read the pretrained weights \(.*\); without the Hub, '
                 r'load a local copy: pretrained_cfg_overlay=dict\(file=PATH\), or a local-dir:DIR name '
                 r'\(see docs/offline\.md\)')
