@@ -37,7 +37,7 @@ from timm.models import save_for_hf
 
 from .backbones import find_backbone, find_weights
 from .inti import merged_num_frames
-from .vit import CheckpointError, load_failure_reason
+from .vit import OFFLINE_DOC, CheckpointError, hub_unreachable, load_failure_reason
 
 __all__ = ['save_pretrained', 'push_to_hub', 'read_checkpoint', 'model_card', 'initialised_from',
            'hub_unreachable', 'OFFLINE_DOC']
@@ -53,23 +53,6 @@ CITATION = '''@inproceedings{inti2024,
   eprint    = {2408.06840},
   archivePrefix = {arXiv},
 }'''
-
-
-OFFLINE_DOC = 'docs/offline.md'  # how to work from local files, named by the errors below
-
-
-def hub_unreachable(error: BaseException) -> bool:
-    """Whether ``error`` (or an error that caused it) says that a file is not in the Hugging Face cache and the
-    Hub cannot be reached (``HF_HUB_OFFLINE=1``, no network): what a local copy of the weights fixes."""
-    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled)) or \
-                'cannot find the requested files in the local cache' in str(error):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
 
 
 def _is_torchscript(path: Path) -> bool:

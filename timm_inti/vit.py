@@ -519,6 +519,23 @@ def _check_weights_file(pretrained_cfg: Dict[str, Any]) -> None:
         raise CheckpointError(f'{path}: cannot read the pretrained weights ({reason})')
 
 
+OFFLINE_DOC = 'docs/offline.md'  # how to work from local files, named by the loading errors
+
+
+def hub_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` (or an error that caused it) says that a file is not in the Hugging Face cache and the
+    Hub cannot be reached (``HF_HUB_OFFLINE=1``, no network): what a local copy of the weights fixes."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled)) or \
+                'cannot find the requested files in the local cache' in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def load_failure_reason(error: BaseException) -> Tuple[str, bool]:
     """A weights reader's error as a short reason, and whether the file is a real pickle holding Python objects.
 
@@ -538,7 +555,6 @@ def load_failure_reason(error: BaseException) -> Tuple[str, bool]:
 
 def _read_failure(pretrained_cfg: Dict[str, Any], error: BaseException) -> CheckpointError:
     """A loader's error as one line naming the source, without torch's advice to unpickle an untrusted file."""
-    from .hub import OFFLINE_DOC, hub_unreachable  # hub imports this module: a late import
     reason, _ = load_failure_reason(error)
     remedy = (f'; without the Hub, load a local copy: pretrained_cfg_overlay=dict(file=PATH), or a local-dir:DIR '
               f'name (see {OFFLINE_DOC})') if hub_unreachable(error) else ''
