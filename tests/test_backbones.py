@@ -236,10 +236,10 @@ def test_fvcore_and_the_closed_form_agree_per_family(alias, kwargs):
             assert formula_flops(model, frames).by_module['attn_pool'] == counted.by_module['attn_pool']
 
 
-@pytest.mark.slow
-def test_train_predict_and_flops_benchmark_take_the_new_families(tmp_path, capsys):
-    """No special case in the commands: DINOv2 (5 prefix tokens) trains and predicts, SigLIP is counted."""
-    from benchmarks import flops as benchmark
+@pytest.mark.parametrize('model', ['inti_vit_b14_dinov2', 'inti_vit_b16_eva02'])
+def test_a_tiny_model_of_each_family_trains_and_predicts(model, tmp_path, capsys):
+    """No special case in the commands: DINOv2 (5 prefix tokens, timm's VisionTransformer) and EVA02-CLIP (timm's Eva
+    class, rotary embeddings) through timm-inti-train and timm-inti-predict."""
     from timm_inti.predict import main as predict
     from timm_inti.train import main as train
     from timm_inti.video.synthetic import write_video
@@ -250,15 +250,18 @@ def test_train_predict_and_flops_benchmark_take_the_new_families(tmp_path, capsy
                 write_video(tmp_path / 'data' / split / label / f'{label}{k}.mp4', num_frames=12, size=(32, 32),
                             direction=direction)
     tiny = ['embed_dim=64', 'depth=4', 'num_heads=2', 'patch_size=8', 'inti_after=(1,)']
-    assert train(['--data-dir', str(tmp_path / 'data'), '--model', 'inti_vit_b14_dinov2', '--model-kwargs', *tiny,
+    assert train(['--data-dir', str(tmp_path / 'data'), '--model', model, '--model-kwargs', *tiny,
                   '--img-size', '32', '--num-frames', '4', '--workers', '0', '--warmup-epochs', '0', '--epochs', '1',
-                  '-b', '2', '--output', str(tmp_path / 'runs'), '--experiment', 'dinov2']) == 0
+                  '-b', '2', '--output', str(tmp_path / 'runs'), '--experiment', 'run']) == 0
     capsys.readouterr()
     video = tmp_path / 'data' / 'val' / 'left' / 'left0.mp4'
-    assert predict([str(video), '--checkpoint', str(tmp_path / 'runs' / 'dinov2' / 'last.pth.tar'), '--json',
+    assert predict([str(video), '--checkpoint', str(tmp_path / 'runs' / 'run' / 'last.pth.tar'), '--json',
                     '--top-k', '2']) == 0
     assert {'left', 'right'} <= set(capsys.readouterr().out.replace('"', ' ').split())
 
+
+def test_the_flops_benchmark_counts_a_new_family(tmp_path):
+    from benchmarks import flops as benchmark
     assert benchmark.main(['--models', 'inti_vit_b16_siglip', '--frames', '2', '--out', str(tmp_path / 'flops')]) == 0
     row = (tmp_path / 'flops' / 'flops.md').read_text().splitlines()[2].split(' | ')
     assert row[0] == '| inti_vit_b16_siglip' and float(row[-1].rstrip(' |')) == 0.0  # formula vs fvcore (%)

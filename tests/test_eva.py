@@ -157,26 +157,3 @@ def test_an_eva_checkpoint_that_does_not_fit_is_refused(tmp_path):
     with pytest.raises(timm_inti.CheckpointError, match=r'model\.safetensors does not fit .*missing keys: blocks\.2'):
         timm.create_model('inti_vit_b16_pe', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
                           inti_after=(1,), **TINY_KWARGS)
-
-
-@pytest.mark.slow
-def test_a_tiny_eva_video_model_trains_and_predicts(tmp_path, capsys):
-    """No special case in the commands: EVA02-CLIP's Eva class through timm-inti-train and timm-inti-predict."""
-    from timm_inti.predict import main as predict
-    from timm_inti.train import main as train
-    from timm_inti.video.synthetic import write_video
-
-    for split, count in (('train', 2), ('val', 1)):
-        for label, direction in (('left', -1), ('right', 1)):
-            for k in range(count):
-                write_video(tmp_path / 'data' / split / label / f'{label}{k}.mp4', num_frames=12, size=(32, 32),
-                            direction=direction)
-    tiny = ['embed_dim=64', 'depth=4', 'num_heads=2', 'patch_size=8', 'inti_after=(1,)']
-    assert train(['--data-dir', str(tmp_path / 'data'), '--model', 'inti_vit_b16_eva02', '--model-kwargs', *tiny,
-                  '--img-size', '32', '--num-frames', '4', '--workers', '0', '--warmup-epochs', '0', '--epochs', '1',
-                  '-b', '2', '--output', str(tmp_path / 'runs'), '--experiment', 'eva02']) == 0
-    capsys.readouterr()
-    video = tmp_path / 'data' / 'val' / 'left' / 'left0.mp4'
-    assert predict([str(video), '--checkpoint', str(tmp_path / 'runs' / 'eva02' / 'last.pth.tar'), '--json',
-                    '--top-k', '2']) == 0
-    assert {'left', 'right'} <= set(capsys.readouterr().out.replace('"', ' ').split())
