@@ -284,7 +284,7 @@ def _tune(text: str) -> str:
 
 def _lock(dst: Path):
     """Hold DST's lock file for the run; another prepare into DST is refused while it runs (released at exit)."""
-    import fcntl
+    import fcntl  # POSIX only: imported where the lock is taken
     handle = open(dst / LOCK, 'a+')
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -18,6 +18,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Tuple
 
+import numpy as np
+
 from ..files import atomic_path
 from .decode import (
     VideoDecodeError,
@@ -84,7 +86,6 @@ def prepare_video(source: str, output: Path, options: Options = Options()) -> No
 
 def _encode(source: str, output: Path, options: Options, in_order: bool) -> None:
     import av  # PyAV: the video extra
-    import numpy as np
 
     if in_order:
         container, stream = _open_pyav(source)
