@@ -11,17 +11,17 @@ backbones or tags.
 Adding a backbone, or a tag, is one entry: append it to ``BACKBONES`` here, or pass a
 ``Backbone`` to ``timm_inti.register_backbone`` from your own code.
 
-Each backbone is registered in three variants (``VARIANTS``), under a timm-style long name
-``inti_<name><variant>`` and a short alias ``inti_<alias><variant>``:
+Each backbone is registered in three variants (``VARIANTS``, each a ``timm_inti.video_cfg.VideoCfg``),
+under a timm-style long name ``inti_<name><variant>`` and a short alias ``inti_<alias><variant>``:
 
   * ``''``: one InTI layer after a quarter of the blocks (37.5% fewer block FLOPs);
   * ``'_deep'``: InTI after every quarter (3 layers);
   * ``'_temporal'``: the plain schedule plus a spatio-temporal adapter before every block,
     bottleneck width ``embed_dim // 2``.
 
-This module is data only: it imports no model code.
+This module is data only: it imports no model code (``video_cfg`` holds the options' names and defaults only).
 """
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
@@ -34,6 +34,8 @@ from timm.data import (
     OPENAI_CLIP_STD,
 )
 from timm.layers import LayerNorm
+
+from .video_cfg import VideoCfg, quarter_schedule
 
 __all__ = ['Weights', 'Backbone', 'BACKBONES', 'VARIANTS', 'find_backbone', 'find_weights']
 
@@ -111,8 +113,9 @@ class Backbone:
             yield f'inti_{self.name}{variant}', f'inti_{self.alias}{variant}', variant
 
     def model_args(self, variant: str) -> Dict[str, Any]:
-        """ViT arguments plus the variant's InTI schedule and temporal modules (the frame size comes from the cfg)."""
-        return dict(self.vit_args, **VARIANTS[variant](self))
+        """ViT arguments plus the variant's video options, every field of ``VideoCfg`` (the frame size comes
+        from the cfg)."""
+        return dict(self.vit_args, **asdict(VARIANTS[variant](self)))
 
     def weights(self, tag: Optional[str]) -> Weights:
         """The weights of ``tag`` (None: the default tag); an unknown tag is a ValueError naming the known ones."""
@@ -126,14 +129,14 @@ class Backbone:
 
 
 def _quarter(b: Backbone) -> int:
-    return max(b.depth // 4, 1)
+    return quarter_schedule(b.depth)[0]
 
 
-# variant suffix -> the InTI schedule and temporal modules it adds to the backbone's ViT arguments
-VARIANTS: Dict[str, Callable[[Backbone], Dict[str, Any]]] = {
-    '': lambda b: dict(inti_after=(_quarter(b),)),
-    '_deep': lambda b: dict(inti_after=tuple(k * _quarter(b) for k in (1, 2, 3))),
-    '_temporal': lambda b: dict(inti_after=(_quarter(b),), adapter_dim=b.embed_dim // 2, adapter_kernel_size=(3, 1, 1)),
+# variant suffix -> the video options (InTI schedule, temporal modules) it adds to the backbone's ViT arguments
+VARIANTS: Dict[str, Callable[[Backbone], VideoCfg]] = {
+    '': lambda b: VideoCfg(inti_after=(_quarter(b),)),
+    '_deep': lambda b: VideoCfg(inti_after=tuple(k * _quarter(b) for k in (1, 2, 3))),
+    '_temporal': lambda b: VideoCfg(inti_after=(_quarter(b),), adapter_dim=b.embed_dim // 2),
 }
 
 _CLIP_NORM = dict(pre_norm=True, norm_layer=partial(LayerNorm, eps=1e-5))

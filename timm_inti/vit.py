@@ -29,7 +29,6 @@ Below the models: the checkpoint filter, ``create_video_model`` (any timm ``Visi
 from the backbone table in ``timm_inti.backbones``.
 """
 import json
-import operator
 import pickle
 import re
 from pathlib import Path
@@ -57,8 +56,9 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as _vit_checkpoint_filter_fn
 
 from .backbones import BACKBONES, Backbone, Weights, find_backbone
-from .inti import InTI, Weighting, merged_num_frames
+from .inti import InTI, merged_num_frames
 from .temporal import STAdapter
+from .video_cfg import VIDEO_KWARGS, VideoCfg, quarter_schedule
 
 __all__ = [
     'VideoTransformerMixin', 'VideoVisionTransformer', 'VideoEva', 'CheckpointError', 'MODEL_ALIASES',
@@ -92,31 +92,6 @@ def resample_temporal_embed(embed: torch.Tensor, num_frames: int) -> torch.Tenso
     return (x[:, low] * (1 - weight) + x[:, high] * weight).to(embed.dtype)
 
 
-def _check_count(name: str, value: Any, minimum: int = 1) -> int:
-    """An integer argument (bools, floats and strings refused) of at least ``minimum``."""
-    if isinstance(value, bool) or not hasattr(value, '__index__'):
-        raise ValueError(f'{name} must be an integer of at least {minimum}, got {value!r} ({type(value).__name__})')
-    value = operator.index(value)
-    if value < minimum:
-        raise ValueError(f'{name} must be an integer of at least {minimum}, got {value}')
-    return value
-
-
-def _check_schedule(inti_after: Any, depth: int) -> Tuple[int, ...]:
-    """``inti_after`` as a tuple of distinct, increasing block counts in [1, depth], or a ValueError saying why not."""
-    allowed = (f'a sequence of distinct, increasing integer block counts between 1 and depth={depth}, '
-               f'e.g. ({max(depth // 4, 1)},)')
-    if isinstance(inti_after, (str, bytes)) or not isinstance(inti_after, Sequence):
-        raise ValueError(f'inti_after must be {allowed}; got {inti_after!r} ({type(inti_after).__name__})')
-    bad = [k for k in inti_after if isinstance(k, bool) or not hasattr(k, '__index__')]
-    if bad:
-        raise ValueError(f'inti_after must be {allowed}; got {tuple(inti_after)!r}, where {bad[0]!r} is not an integer')
-    schedule = tuple(int(k) for k in inti_after)
-    if any(k < 1 or k > depth for k in schedule) or list(schedule) != sorted(set(schedule)):
-        raise ValueError(f'inti_after must be {allowed}; got {schedule}')
-    return schedule
-
-
 class VideoTransformerMixin:
     """ The time handling of a per-frame video transformer, shared by every image class it is mixed into.
 
@@ -127,94 +102,49 @@ class VideoTransformerMixin:
     supplies two hooks: ``_embed_frames`` (frames -> tokens with every position embedding, plus
     what its blocks need, e.g. a rotary embedding) and ``_run_block``.
 
-    Every argument of the image class is accepted and means the same, plus:
-
-    Args:
-        num_frames: Clip length the temporal embedding is learned for; other lengths work
-            and resample it.
-        inti_after: Block counts; each entry k places an InTI layer after the first k
-            blocks. ``(3,)`` on a 12-block ViT: blocks 1-3 see every frame, 4-12 half.
-            ``()`` is naive per-frame adaptation.
-        inti_hidden_dim: Width of the InTI weight networks (default ``embed_dim // 8``).
-        inti_kernel_sizes: Local context windows of the InTI weight networks.
-        inti_global_context: Add a global context scale to the InTI weight networks.
-        inti_weighting: ``'softmax'`` (the method), ``'sigmoid'`` or ``'mean'`` (ablations).
-        adapter_dim: Bottleneck width of a spatio-temporal adapter before every block
-            (temporal modules); ``0`` for none (timm's ``create_model`` drops ``None`` kwargs).
-        adapter_kernel_size: (time, height, width) kernel of the adapters' depthwise convolution.
+    Every argument of the image class is accepted and means the same, plus the video options,
+    the fields of ``timm_inti.video_cfg.VideoCfg`` (``num_frames``, ``inti_after``, ``inti_*``,
+    ``adapter_*``), as flat kwargs: what ``timm.create_model`` passes and saved configs store.
     """
     # parameters an image checkpoint does not have; a CLIP tower leaves them at their init
     video_only_prefixes: Tuple[str, ...] = ('temporal_embed', 'inti.', 'adapters.')
 
-    def __init__(
-            self,
-            num_frames: int = 8,
-            inti_after: Sequence[int] = (),
-            inti_hidden_dim: Optional[int] = None,
-            inti_kernel_sizes: Sequence[int] = (1, 3, 7),
-            inti_global_context: bool = True,
-            inti_weighting: Weighting = 'softmax',
-            adapter_dim: int = 0,
-            adapter_kernel_size: Sequence[int] = (3, 1, 1),
-            **kwargs: Any,
-    ) -> None:
+    def __init__(self, **kwargs: Any) -> None:
+        video_cfg = VideoCfg.pop_from(kwargs)
         super().__init__(**kwargs)
         self._init_video_parts(
-            num_frames=num_frames,
-            inti_after=inti_after,
-            inti_hidden_dim=inti_hidden_dim,
-            inti_kernel_sizes=inti_kernel_sizes,
-            inti_global_context=inti_global_context,
-            inti_weighting=inti_weighting,
-            adapter_dim=adapter_dim,
-            adapter_kernel_size=adapter_kernel_size,
-            patch_drop_rate=kwargs.get('patch_drop_rate', 0.),
-            device=kwargs.get('device'),
-            dtype=kwargs.get('dtype'),
-        )
+            video_cfg, patch_drop_rate=kwargs.get('patch_drop_rate', 0.), device=kwargs.get('device'),
+            dtype=kwargs.get('dtype'))
 
-    def _init_video_parts(
-            self,
-            num_frames: int = 8,
-            inti_after: Sequence[int] = (),
-            inti_hidden_dim: Optional[int] = None,
-            inti_kernel_sizes: Sequence[int] = (1, 3, 7),
-            inti_global_context: bool = True,
-            inti_weighting: Weighting = 'softmax',
-            adapter_dim: int = 0,
-            adapter_kernel_size: Sequence[int] = (3, 1, 1),
-            patch_drop_rate: float = 0.,
-            device=None,
-            dtype=None,
-    ) -> None:
+    def _init_video_parts(self, video_cfg: VideoCfg, patch_drop_rate: float = 0., device=None, dtype=None) -> None:
         """Add what an image ViT lacks: the temporal embedding, the InTI layers and the temporal modules."""
         dd = {'device': device, 'dtype': dtype}
         depth = len(self.blocks)
-        num_frames = _check_count('num_frames', num_frames)
-        inti_after = _check_schedule(inti_after, depth)
-        adapter_dim = _check_count('adapter_dim', adapter_dim, minimum=0)
-        if inti_after and patch_drop_rate:
+        cfg = video_cfg.checked(depth)
+        if cfg.inti_after and patch_drop_rate:
             raise ValueError('patch_drop_rate > 0 drops different patches in every frame; InTI needs them aligned')
 
-        self.num_frames = num_frames
+        self.num_frames = cfg.num_frames
         self.feature_dim = -1  # forward_features: (B, T', N, D) for clips, (B, N, D) for images
-        self.temporal_embed = nn.Parameter(torch.zeros(1, num_frames, 1, self.embed_dim, **dd))
+        self.temporal_embed = nn.Parameter(torch.zeros(1, cfg.num_frames, 1, self.embed_dim, **dd))
         self.inti = nn.ModuleDict({
             str(k): InTI(
                 self.embed_dim,
                 num_prefix_tokens=self.num_prefix_tokens,
-                hidden_dim=inti_hidden_dim,
-                kernel_sizes=inti_kernel_sizes,
-                global_context=inti_global_context,
-                weighting=inti_weighting,
+                hidden_dim=cfg.inti_hidden_dim,
+                kernel_sizes=cfg.inti_kernel_sizes,
+                global_context=cfg.inti_global_context,
+                weighting=cfg.inti_weighting,
                 **dd,
             )
-            for k in inti_after
+            for k in cfg.inti_after
         })
         self.adapters = nn.ModuleList([
-            STAdapter(self.embed_dim, adapter_dim, adapter_kernel_size, num_prefix_tokens=self.num_prefix_tokens, **dd)
+            STAdapter(
+                self.embed_dim, cfg.adapter_dim, cfg.adapter_kernel_size,
+                num_prefix_tokens=self.num_prefix_tokens, **dd)
             for _ in range(depth)
-        ]) if adapter_dim else None
+        ]) if cfg.adapter_dim else None
 
     @property
     def inti_after(self) -> Tuple[int, ...]:
@@ -697,10 +627,6 @@ def _create_inti_vit(variant: str, pretrained: bool = False, **kwargs) -> VideoT
 
 # The generic path: any timm VisionTransformer or Eva checkpoint as a video model
 
-_VIDEO_KWARGS = (
-    'num_frames', 'inti_after', 'inti_hidden_dim', 'inti_kernel_sizes', 'inti_global_context', 'inti_weighting',
-    'adapter_dim', 'adapter_kernel_size',
-)
 # what the video classes replace; a subclass of timm's ViT or Eva that overrides one of these
 # computes something the video model would silently drop
 _VIDEO_METHODS = ('forward', 'forward_features', 'forward_head', 'forward_intermediates', 'prune_intermediate_layers')
@@ -766,11 +692,11 @@ def create_video_model(model_name: str, pretrained: bool = False, **kwargs: Any)
             f'model.forward_intermediates(clip), which returns the same maps')
 
     saved_args = saved_args or {}
-    video_kwargs = {k: saved_args[k] for k in _VIDEO_KWARGS if k in saved_args}
-    video_kwargs.update({k: kwargs.pop(k) for k in _VIDEO_KWARGS if k in kwargs})
+    video_kwargs = {k: saved_args[k] for k in VIDEO_KWARGS if k in saved_args}
+    video_kwargs.update({k: kwargs.pop(k) for k in VIDEO_KWARGS if k in kwargs})
     if source:
         # timm would hand the saved video arguments to the image class: build from the saved cfg instead
-        image_args = {k: v for k, v in saved_args.items() if k not in _VIDEO_KWARGS}
+        image_args = {k: v for k, v in saved_args.items() if k not in VIDEO_KWARGS}
         model = timm.create_model(arch, pretrained=False, pretrained_cfg=pretrained_cfg, **dict(image_args, **kwargs))
     else:
         model = timm.create_model(model_name, pretrained=False, **kwargs)
@@ -779,10 +705,10 @@ def create_video_model(model_name: str, pretrained: bool = False, **kwargs: Any)
         # timm's cfgs may name an origin of their own; the card's origin is recorded when weights load
         model.pretrained_cfg.pop('origin_url', None)
     param = next(model.parameters())
-    video_kwargs.setdefault('inti_after', (max(len(model.blocks) // 4, 1),))
+    video_kwargs.setdefault('inti_after', quarter_schedule(len(model.blocks)))
     patch_drop = getattr(model, 'patch_drop', None)
     model._init_video_parts(
-        **video_kwargs, patch_drop_rate=float(getattr(patch_drop, 'prob', 0.) or 0.),
+        VideoCfg(**video_kwargs), patch_drop_rate=float(getattr(patch_drop, 'prob', 0.) or 0.),
         device=param.device, dtype=param.dtype)
     update_model_args(model, **{k: list(v) if isinstance(v, tuple) else v for k, v in video_kwargs.items()})
     if pretrained:
