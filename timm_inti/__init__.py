@@ -8,6 +8,7 @@ and ``timm_inti.predict_video(model, "clip.mp4")`` answers one file as ``timm-in
 from .backbones import Backbone, Weights
 from .hub import push_to_hub, read_checkpoint, save_pretrained
 from .inti import InTI, merged_num_frames
+from .video_cfg import VideoCfg
 from .vit import (
     MODEL_ALIASES,
     CheckpointError,
@@ -22,7 +23,7 @@ from .vit import (
 
 __all__ = [
     'Backbone', 'CheckpointError', 'InTI', 'MODEL_ALIASES', 'VideoEva', 'VideoTransformerMixin',
-    'VideoVisionTransformer', 'Weights', 'checkpoint_filter_fn', 'create_video_model', 'merged_num_frames',
+    'VideoCfg', 'VideoVisionTransformer', 'Weights', 'checkpoint_filter_fn', 'create_video_model', 'merged_num_frames',
     'predict_video', 'push_to_hub', 'read_checkpoint', 'register_backbone', 'resample_temporal_embed',
     'save_pretrained',
 ]

@@ -34,7 +34,7 @@ from .vit import _video_class as video_class
 
 __all__ = [
     'VideoClassificationTask', 'CheckpointSaver', 'read_checkpoint_metadata', 'is_training_checkpoint',
-    'create_model_from_checkpoint', 'create_model', 'load_weights', 'resume_training', 'resume_ema', 'read_label_file',
+    'create_model_from_checkpoint', 'create_model', 'load_weights', 'resume_training', 'resume_ema',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -308,20 +308,3 @@ def resume_ema(task, path: PathLike, checkpoint: Dict[str, Any]) -> None:
         load_task_ema_checkpoint(task, str(path))
     except RuntimeError as e:
         raise CheckpointError(f'{path}: its EMA weights do not fit this run ({_load_report(e)})') from e
-
-
-def read_label_file(path: PathLike, what: str = 'labels') -> List[str]:
-    """Class names, one per line (blank lines skipped), in class-index order.
-
-    An unreadable file is an ``OSError``; a binary or empty one a ``ValueError``; each names the file.
-    """
-    try:
-        with open(path, encoding='utf-8') as f:
-            names = [line.strip() for line in f if line.strip()]
-    except UnicodeDecodeError as e:
-        raise ValueError(f'the {what} file {path} is not a text file ({e.reason} at byte {e.start})') from e
-    except OSError as e:
-        raise OSError(e.errno, f'cannot read the {what} file {path}: {e.strerror}', str(path)) from e
-    if not names:
-        raise ValueError(f'the {what} file {path} holds no names')
-    return names

@@ -277,7 +277,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         raise UsageError(f'{args.checkpoint or args.model} is not an InTI video model (timm.list_models("inti*") '
                          f'lists them; timm_inti.create_video_model makes one of another timm ViT)')
     if args.labels:
-        from timm_inti.checkpoints import read_label_file
+        from timm_inti.video.formats import read_label_file
         try:
             label_names = read_label_file(args.labels)
         except (OSError, ValueError) as e:

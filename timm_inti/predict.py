@@ -58,13 +58,13 @@ import timm
 import timm.utils
 import torch
 
-from .checkpoints import create_model, create_model_from_checkpoint, read_label_file
+from .checkpoints import create_model, create_model_from_checkpoint
 from .cli import CommandError, UsageError, add_debug_argument, command, non_negative_int, positive_float, positive_int
 from .evaluate import average_over_views, probabilities
 from .hub import OFFLINE_DOC, hub_unreachable
 from .outputs import FeatureOutput, JsonlOutput, Progress, check_settings
 from .video import VideoPaths, collate_videos, create_video_transform
-from .video.formats import find_videos, is_video, manifest_frame_counts, read_path_list
+from .video.formats import find_videos, is_video, manifest_frame_counts, read_label_file, read_path_list
 from .visualize import write_merges
 from .vit import CheckpointError
 from .zero_shot import ZeroShotHead, create_text_tower, set_zero_shot_head, text_tower_for

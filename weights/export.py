@@ -15,10 +15,10 @@ from timm_inti.checkpoints import (
     create_model_from_checkpoint,
     is_training_checkpoint,
     read_checkpoint_metadata,
-    read_label_file,
 )
 from timm_inti.cli import UsageError, add_debug_argument, command
 from timm_inti.hub import check_save_folder, save_pretrained
+from timm_inti.video.formats import read_label_file
 
 
 @command('export.py')

@@ -10,7 +10,9 @@
   * Kinetics-400/600/700 annotation CSVs (``label,youtube_id,time_start,time_end,split``):
     ``is_kinetics_csv``, ``read_kinetics_csv``;
   * Something-Something v2: ``labels.json`` and the ``train.json`` / ``validation.json`` lists:
-    ``read_ssv2_labels``, ``read_ssv2_list``.
+    ``read_ssv2_labels``, ``read_ssv2_list``;
+  * class names, one per line in class-index order (``--labels``, ``--zero-shot-labels``):
+    ``read_label_file``.
 
 Only the standard library, and nothing else of the package, so that the datasets, the
 ``timm-inti-prepare`` command and the ``timm-inti-predict`` command all read a format the
@@ -26,7 +28,7 @@ from typing import Dict, Iterable, List, Tuple, Union
 __all__ = [
     'VIDEO_EXTENSIONS', 'MANIFEST', 'MANIFEST_COLUMNS', 'LIST_COLUMNS', 'is_video', 'find_videos', 'read_manifest',
     'is_manifest', 'manifest_frame_counts', 'read_annotations', 'read_path_list', 'is_kinetics_csv',
-    'read_kinetics_csv', 'read_ssv2_labels', 'read_ssv2_list',
+    'read_kinetics_csv', 'read_ssv2_labels', 'read_ssv2_list', 'read_label_file',
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -234,3 +236,22 @@ def read_ssv2_list(json_file: PathLike, classes: Dict[str, str]) -> List[Tuple[s
             raise ValueError(f'{json_file}: video {entry["id"]}: label {label!r} is not in labels.json')
         videos.append((str(entry['id']), label))
     return videos
+
+
+# ------------------------------------------------------------------------------------------ class names
+
+def read_label_file(path: PathLike, what: str = 'labels') -> List[str]:
+    """Class names, one per line (blank lines skipped), in class-index order.
+
+    An unreadable file is an ``OSError``; a binary or empty one a ``ValueError``; each names the file.
+    """
+    try:
+        with open(path, encoding='utf-8') as f:
+            names = [line.strip() for line in f if line.strip()]
+    except UnicodeDecodeError as e:
+        raise ValueError(f'the {what} file {path} is not a text file ({e.reason} at byte {e.start})') from e
+    except OSError as e:
+        raise OSError(e.errno, f'cannot read the {what} file {path}: {e.strerror}', str(path)) from e
+    if not names:
+        raise ValueError(f'the {what} file {path} holds no names')
+    return names
