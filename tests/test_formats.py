@@ -15,6 +15,7 @@ from timm_inti.video.formats import (
     manifest_frame_counts,
     read_annotations,
     read_kinetics_csv,
+    read_label_file,
     read_manifest,
     read_path_list,
     read_ssv2_labels,
@@ -117,3 +118,13 @@ def test_manifest_rows_and_frame_counts(tmp_path):
     manifest.write_text('path,frames\na.mp4,3\n')
     with pytest.raises(ValueError, match=r"not a manifest, the columns \['fps', 'height', 'width'\] are missing"):
         read_manifest(manifest)
+
+
+def test_class_name_files(tmp_path):
+    (tmp_path / 'classes.txt').write_text('abseiling\n\n  playing cards \n')
+    assert read_label_file(tmp_path / 'classes.txt') == ['abseiling', 'playing cards']
+    (tmp_path / 'empty.txt').write_text('\n \n')
+    with pytest.raises(ValueError, match='the labels file .*empty.txt holds no names'):
+        read_label_file(tmp_path / 'empty.txt')
+    with pytest.raises(OSError, match='cannot read the zero-shot labels file .*missing.txt'):
+        read_label_file(tmp_path / 'missing.txt', 'zero-shot labels')
