@@ -7,7 +7,10 @@ step (forward + backward), each with its peak memory:
   * the InTI schedules (``--models``, all on that backbone);
   * ``subsample 1/k``: the naive model on every k-th frame;
   * ``tome r=R``: the naive model with ToMe-style token merging inside every frame, the merge
-    rate R chosen so its fvcore GFLOPs come closest to the first InTI model's.
+    rate R chosen so its fvcore GFLOPs come closest to the first InTI model's. Only for timm's
+    ``VisionTransformer`` towers: an ``Eva`` tower (PE-Core, DINOv3, EVA02) rotates every token
+    by its grid position, which a merged token no longer has, so its table leaves ToMe out and
+    says so.
 
 Timings are interleaved: every round runs every method once, in rotating order, so load
 from elsewhere on the machine hits all methods alike. Reported: median time per batch with
@@ -37,11 +40,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import timm
 import torch
 import torch.nn.functional as F
+from timm.models.eva import Eva
+from timm.models.vision_transformer import VisionTransformer
 from timm.utils import ParseKwargs
 
 import timm_inti
@@ -75,9 +80,12 @@ class Spec:
         return subsample_frames(x, self.subsample) if self.subsample > 1 else x
 
 
+DEFAULT_MODELS = ['inti_vit_b16', 'inti_vit_b16_deep']
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--models', nargs='+', default=['inti_vit_b16', 'inti_vit_b16_deep'],
+    parser.add_argument('--models', nargs='+', default=DEFAULT_MODELS,
                         help='InTI models on one backbone; the baselines match the first one\'s GFLOPs')
     parser.add_argument('--frames', type=int, default=8, help='frames per clip')
     parser.add_argument('--batches', nargs='+', type=int, help='inference batch sizes (default 1 8; --quick: 1 2)')
@@ -111,7 +119,8 @@ def parse_args(argv=None):
     return args
 
 
-def make_specs(args) -> List[Spec]:
+def make_specs(args) -> Tuple[List[Spec], List[str]]:
+    """The methods to time, and notes on any left out (for the table's header)."""
     def spec(name, model, **kwargs):
         model_kwargs = dict(args.model_kwargs, num_frames=args.frames, num_classes=args.num_classes)
         model_kwargs.update(kwargs.pop('model_kwargs', {}))
@@ -127,6 +136,13 @@ def make_specs(args) -> List[Spec]:
                 reference.embed_dim, len(reference.blocks), reference.patch_embed.patch_size):
             raise SystemExit(f'--models must share one backbone: {name} differs from {first}')
 
+    methods = [naive] + inti + [
+        spec(f'subsample 1/{args.subsample}', first, model_kwargs=dict(inti_after=()), subsample=args.subsample)]
+    if not isinstance(reference, VisionTransformer):
+        kind = 'Eva' if isinstance(reference, Eva) else type(reference).__name__
+        return methods, [f'ToMe left out: {first} is a timm {kind} tower, whose rotary position embeddings turn each '
+                         f'token by its place on the patch grid, and a merged token has none (apply_tome supports '
+                         f'timm\'s VisionTransformer)']
     r = args.tome_r
     if r is None:
         target = formula_flops(inti[0].build(), args.frames).gflops
@@ -134,10 +150,7 @@ def make_specs(args) -> List[Spec]:
               file=sys.stderr, flush=True)
         model_kwargs = {k: v for k, v in naive.model_kwargs if k != 'num_frames'}
         r = tome_r_for_flops(first, args.frames, target, **model_kwargs)
-    return [naive] + inti + [
-        spec(f'subsample 1/{args.subsample}', first, model_kwargs=dict(inti_after=()), subsample=args.subsample),
-        spec(f'tome r={r}', first, model_kwargs=dict(inti_after=()), tome_r=r),
-    ]
+    return methods + [spec(f'tome r={r}', first, model_kwargs=dict(inti_after=()), tome_r=r)], []
 
 
 def clip_for(model: torch.nn.Module, batch: int, frames: int, device: str) -> torch.Tensor:
@@ -359,7 +372,7 @@ def main(argv=None):
     started = time.perf_counter()
     torch.manual_seed(0)
 
-    specs = make_specs(args)
+    specs, notes = make_specs(args)
     rows = run_timings(specs, args)
     gc.collect()  # the timing models are gone: memory runs build their own
     if args.device == 'cuda':
@@ -376,11 +389,12 @@ def main(argv=None):
         f"Command: `python benchmarks/throughput.py {shlex.join(argv)}`",
         'GFLOPs = 10^9 multiply-adds per clip; speed-up = median over rounds of naive time / method time; '
         'step MiB = peak minus memory resident before the step (activations, gradients).',
-    ])
+    ] + [f'Note: {n}.' for n in notes])
     table = markdown(rows, header)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"throughput_{args.device}{'_quick' if args.quick else ''}"
+    stem = f"throughput_{args.device}{'_quick' if args.quick else ''}" + (
+        '' if args.models[0] == DEFAULT_MODELS[0] else f'_{args.models[0]}')  # another tower keeps its own file
 
     write_csv(args.out / f'{stem}.csv', rows, COLUMNS)
     write_text(args.out / f'{stem}.md', table + '\n')

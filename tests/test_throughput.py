@@ -56,6 +56,17 @@ def test_quick_run_writes_csv_and_markdown(tiny_kwargs, tmp_path, restore_thread
     assert (tmp_path / 'throughput_cpu_quick.csv').stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+
+def test_an_eva_tower_is_timmed_without_tome_and_says_why(tiny_kwargs, tmp_path, restore_threads):
+    argv = ['--quick', '--no-memory', '--threads', '1', '--models', 'inti_vit_b16_eva02', '--frames', '2', '--batches',
+            '1', '--reps', '1', '--out', str(tmp_path)] + tiny_args(tiny_kwargs)
+    assert throughput.main(argv) == 0
+    with open(tmp_path / 'throughput_cpu_quick_inti_vit_b16_eva02.csv') as f:  # not the ViT-B/16 table's file
+        rows = list(csv.DictReader(f))
+    assert [r['method'] for r in rows[:3]] == ['naive', 'inti_vit_b16_eva02', 'subsample 1/2'] and len(rows) == 6
+    table = (tmp_path / 'throughput_cpu_quick_inti_vit_b16_eva02.md').read_text()
+    assert 'Note: ToMe left out: inti_vit_b16_eva02 is a timm Eva tower' in table
+
 @pytest.mark.slow
 def test_memory_measurement_sees_fewer_activations():
     """Fresh-process RSS accounting: InTI after 1 of 4 blocks keeps 5/8 of naive's block activations."""
