@@ -41,6 +41,10 @@ SRC, DST may not lie inside SRC (and an earlier output found inside SRC is never
 sources), and a lock file (``DST/.prepare.lock``) refuses a second run into DST while one
 runs. A source whose timestamps are broken but whose frames decode is written in decode
 order with clean constant-rate timestamps (``timm_inti.video.decode``).
+
+This module is the command: layouts to jobs, the worker pool, the manifest and report. One
+video's re-encoding is ``timm_inti.video.transcode``; the annotation files and the manifest
+are read and named by ``timm_inti.video.formats``.
 """
 import argparse
 import dataclasses
