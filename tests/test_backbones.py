@@ -146,14 +146,13 @@ def image_model_in_hub_cache(hub_cache, image_name, **kwargs):
     return timm.create_model(image_name, pretrained=True, **kwargs).eval()
 
 
-@pytest.mark.parametrize('video_name, image_name', FAMILIES)
-@torch.no_grad()
-def test_one_frame_and_a_repeated_frame_give_timms_image_output(hub_cache, video_name, image_name):
-    """Registered family and the generic path, from the same Hub files that timm's image model loads."""
+def check_one_frame_is_the_image(hub_cache, video_name, image_name, video_class):
+    """The registered model and ``create_video_model`` of timm's image name, both ``pretrained=True`` from the Hub
+    files timm's image model loads, give that image model's output for one frame and for 8 copies of it."""
     image = image_model_in_hub_cache(hub_cache, image_name, **TINY_KWARGS)
     registered = timm.create_model(video_name, pretrained=True, inti_after=(1,), **TINY_KWARGS).eval()
     generic = timm_inti.create_video_model(image_name, pretrained=True, **TINY_KWARGS).eval()
-    assert generic.inti_after == (1,) and type(generic) is timm_inti.VideoVisionTransformer  # a quarter of 4 blocks
+    assert generic.inti_after == (1,) and type(generic) is video_class  # a quarter of 4 blocks
     assert generic.pretrained_cfg['hf_hub_id'] == registered.pretrained_cfg['hf_hub_id']
     assert generic.pretrained_cfg['mean'] == registered.pretrained_cfg['mean'] == image.pretrained_cfg['mean']
     x = torch.randn(2, 3, 32, 32)
@@ -162,6 +161,12 @@ def test_one_frame_and_a_repeated_frame_give_timms_image_output(hub_cache, video
         torch.testing.assert_close(video(x[:, :, None]), expected, atol=1e-5, rtol=1e-5)
         # InTI at its averaging init, temporal embedding at zero: 8 copies of the image are the image
         torch.testing.assert_close(video(x[:, :, None].expand(-1, -1, 8, -1, -1)), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('video_name, image_name', FAMILIES)
+@torch.no_grad()
+def test_one_frame_and_a_repeated_frame_give_timms_image_output(hub_cache, video_name, image_name):
+    check_one_frame_is_the_image(hub_cache, video_name, image_name, timm_inti.VideoVisionTransformer)
 
 
 @torch.no_grad()

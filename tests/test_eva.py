@@ -3,7 +3,7 @@ import pytest
 import timm
 import torch
 from conftest import TINY_KWARGS, check_grad_checkpointing
-from test_backbones import image_model_in_hub_cache, safetensors_bytes
+from test_backbones import check_one_frame_is_the_image, safetensors_bytes
 
 import timm_inti
 from timm_inti import VideoEva, VideoVisionTransformer
@@ -62,17 +62,7 @@ def test_one_frame_and_eight_copies_give_the_image_output_of_every_tower(name, t
 @torch.no_grad()
 def test_hub_weights_load_for_the_registered_model_and_the_generic_path(hub_cache, video_name, image_name):
     """``pretrained=True`` from the Hub layout, and ``create_video_model`` of timm's own Eva name."""
-    image = image_model_in_hub_cache(hub_cache, image_name, **TINY_KWARGS)
-    registered = timm.create_model(video_name, pretrained=True, inti_after=(1,), **TINY_KWARGS).eval()
-    generic = timm_inti.create_video_model(image_name, pretrained=True, **TINY_KWARGS).eval()
-    assert type(generic) is VideoEva and generic.inti_after == (1,)  # a quarter of 4 blocks
-    assert generic.pretrained_cfg['hf_hub_id'] == registered.pretrained_cfg['hf_hub_id']
-    assert registered.pretrained_cfg['mean'] == image.pretrained_cfg['mean']
-    x = torch.randn(2, 3, 32, 32)
-    expected = image(x)
-    for video in (registered, generic):
-        torch.testing.assert_close(video(x[:, :, None]), expected, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(video(x[:, :, None].expand(-1, -1, 8, -1, -1)), expected, atol=1e-5, rtol=1e-5)
+    check_one_frame_is_the_image(hub_cache, video_name, image_name, VideoEva)
 
 
 @torch.no_grad()
