@@ -155,6 +155,10 @@ def test_a_missing_optional_package_is_one_line_naming_what_to_install(fmt, modu
     (['{tmp}/model.pt2', '--checkpoint', '{tmp}/missing.pth'], r'missing\.pth: no such checkpoint file'),
     (['{tmp}/model.pt2', '--model', 'resnet18', '--checkpoint', '{tmp}/image.pth'],
      r'resnet18 is a timm\.models\.resnet\.ResNet, which is neither a timm VisionTransformer nor Eva'),
+    (['{tmp}/model.pt2', '--checkpoint', '{tmp}/image.pth', '--pretrained-path', '{tmp}/image.pth'],
+     r'--pretrained-path .*image\.pth and --checkpoint .*image\.pth both give the weights: leave one out'),
+    (['{tmp}/model.pt2', '--pretrained-path', '{tmp}/missing.safetensors'],
+     r'missing\.safetensors: cannot read the pretrained weights \(no such file\)'),
 ])
 def test_refusals_are_one_line_and_leave_the_files_as_they_were(args, message, tmp_path, capsys):
     (tmp_path / 'old.onnx').write_bytes(b'earlier graph')

@@ -5,8 +5,8 @@
     timm-inti-export k400.onnx --model hf-hub:org/inti-k400 --num-frames 16
 
 The model is built as ``timm-inti-predict`` builds it (``--model``, ``--checkpoint``,
-``--use-ema``, ``--model-kwargs``, ``--num-frames``), in eval mode and float32, and traced
-with ``torch.export``; ``--format onnx`` (the default for a ``.onnx`` name) then converts
+``--pretrained-path``, ``--use-ema``, ``--model-kwargs``, ``--num-frames``), in eval mode and
+float32, and traced with ``torch.export``; ``--format onnx`` (the default for a ``.onnx`` name) then converts
 it with ``torch.onnx.export(..., dynamo=True)`` at opset 18 (the opset of torch's ONNX
 function library: no version conversion; ONNX Runtime >= 1.14, TensorRT 10 and OpenVINO
 read it), ``--format pt2`` saves the ``ExportedProgram`` with ``torch.export.save``
@@ -49,6 +49,7 @@ import timm.utils
 import torch
 
 from .cli import CommandError, UsageError, add_debug_argument, command, positive_float, positive_int
+from .predict import add_model_arguments, build_model, check_model_arguments  # the commands' one builder
 
 __all__ = ['main', 'parse_args', 'export_model', 'load_graph', 'frame_multiple', 'preprocess_facts', 'facts_path',
            'dynamic_frames_allowed', 'OPSET', 'FORMATS']
@@ -68,13 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--format', choices=sorted(set(FORMATS.values())), default=None,
                         help='onnx or pt2 (default: from the output name)')
     group = parser.add_argument_group('Model (as timm-inti-predict takes it)')
-    group.add_argument('--model', default='inti_vit_b16',
-                       help='timm model name, hf-hub:org/name or local-dir:PATH (default: %(default)s)')
-    group.add_argument('--checkpoint', default=None,
-                       help='a training checkpoint (timm-inti-train) or a weights file (.safetensors, .pth)')
-    group.add_argument('--use-ema', action='store_true', help='the EMA weights of a training checkpoint')
-    group.add_argument('--model-kwargs', nargs='*', default={}, action=timm.utils.ParseKwargs,
-                       help='extra model kwargs, k=v (e.g. embed_dim=64 depth=4)')
+    add_model_arguments(group)
     group.add_argument('--num-frames', type=positive_int, default=None,
                        help='frames per clip (default: the model\'s); the frame axis is dynamic for multiples of '
                             '2**(InTI layers), fixed otherwise')
@@ -245,6 +240,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                              f'or give --format')
     if args.opset != OPSET and args.format != 'onnx':
         raise UsageError('--opset is for --format onnx')
+    check_model_arguments(args)
     return args
 
 
@@ -262,7 +258,6 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     """Build, export, check and describe; returns the facts written beside the graph."""
     import timm_inti
     from timm_inti.files import atomic_path, write_json
-    from timm_inti.predict import build_model  # the commands' one builder: names, hf-hub:, local-dir:, checkpoints
 
     output = Path(args.output)
     facts_file = facts_path(output)

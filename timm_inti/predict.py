@@ -69,7 +69,7 @@ from .visualize import write_merges
 from .vit import CheckpointError
 from .zero_shot import ZeroShotHead, create_text_tower, set_zero_shot_head, text_tower_for
 
-__all__ = ['main', 'parse_args', 'run', 'build_model', 'expand_inputs']
+__all__ = ['main', 'parse_args', 'run', 'build_model', 'add_model_arguments', 'check_model_arguments', 'expand_inputs']
 
 PROG = 'timm-inti-predict'
 LIST_SUFFIXES = ('.txt', '.csv', '.jsonl', '.lst')
@@ -80,12 +80,9 @@ class PredictError(UsageError):
     """A problem with the command's setup (model, checkpoint, labels): one line, exit 2."""
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('videos', nargs='+',
-                        help='video files, folders, glob patterns or list files (.txt, .csv, .jsonl)')
-    group = parser.add_argument_group('Model')
+def add_model_arguments(group) -> None:
+    """The flags ``build_model`` reads, for every command that builds a model from a name or a checkpoint (predict,
+    export); ``check_model_arguments`` checks them after parsing."""
     group.add_argument('--model', default='inti_vit_b16',
                        help='timm model name, hf-hub:org/name or local-dir:PATH (default: %(default)s)')
     group.add_argument('--checkpoint', default=None,
@@ -97,6 +94,21 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument('--use-ema', action='store_true', help='the EMA weights of a training checkpoint')
     group.add_argument('--model-kwargs', nargs='*', default={}, action=timm.utils.ParseKwargs,
                        help='extra model kwargs, k=v (e.g. embed_dim=64 depth=4)')
+
+
+def check_model_arguments(args: argparse.Namespace) -> None:
+    if args.pretrained_path and args.checkpoint:
+        raise UsageError(f'--pretrained-path {args.pretrained_path} and --checkpoint {args.checkpoint} both give the '
+                         f'weights: leave one out')
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('videos', nargs='+',
+                        help='video files, folders, glob patterns or list files (.txt, .csv, .jsonl)')
+    group = parser.add_argument_group('Model')
+    add_model_arguments(group)
     group.add_argument('--labels', default=None, help='class names, one per line, in class-index order')
     group.add_argument('--zero-shot-labels', default=None, help='class names, one per line, for zero-shot scoring')
     group.add_argument('--text-tower', default=None, metavar='MODEL:PRETRAINED',
@@ -146,11 +158,10 @@ def _read_lines(path: str, what: str) -> List[str]:
 
 def build_model(args):
     """The model, its label names (or None), from --model / --checkpoint / --pretrained-path."""
-    kwargs = dict(getattr(args, 'model_kwargs', None) or {})
+    kwargs = dict(args.model_kwargs)
     kwargs.update({} if args.num_frames is None else dict(num_frames=args.num_frames))
-    pretrained_path = getattr(args, 'pretrained_path', None)
-    if pretrained_path:
-        kwargs['pretrained_cfg_overlay'] = dict(file=pretrained_path)
+    if args.pretrained_path:
+        kwargs['pretrained_cfg_overlay'] = dict(file=args.pretrained_path)
     try:
         if args.checkpoint is None:
             model = create_model(args.model, pretrained=True, **kwargs)
@@ -288,9 +299,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         raise UsageError(f'--device {args.device}: CUDA is not available here; use --device cpu')
     if args.features and not args.features.lower().endswith(FEATURE_SUFFIXES):
         raise UsageError(f'--features {args.features}: the file must end in .npy or .safetensors')
-    if args.pretrained_path and args.checkpoint:
-        raise UsageError(f'--pretrained-path {args.pretrained_path} and --checkpoint {args.checkpoint} both give the '
-                         f'weights: leave one out')
+    check_model_arguments(args)
     for flag, path in (('--output', args.output), ('--features', args.features)):
         if path and os.path.abspath(path) in {os.path.abspath(v) for v in args.videos if os.path.isfile(v)}:
             raise UsageError(f'{flag} {path} is also an input (a list of the videos): the answers would replace it; '
