@@ -41,9 +41,9 @@ if __package__ in (None, ''):  # run as a file (python benchmarks/deploy.py): th
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import timm_inti  # noqa: E402
-from benchmarks.throughput import Spec, clip_for, quantiles, time_interleaved  # noqa: E402
+from benchmarks.throughput import Spec, clip_for, quantiles, time_interleaved, write_results  # noqa: E402
 from timm_inti.export import dynamic_frames_allowed, export_model, frame_multiple, load_graph  # noqa: E402
-from timm_inti.files import describe_machine, write_csv, write_text  # noqa: E402
+from timm_inti.files import describe_machine  # noqa: E402
 
 COLUMNS = ['device', 'runtime', 'batch', 'frames', 'method', 'median_ms', 'p25_ms', 'p75_ms', 'clips_per_s',
            'speedup', 'speedup_p25', 'speedup_p75', 'vs_eager', 'reps']
@@ -307,15 +307,11 @@ def main(argv=None):
         'speed-up = median over rounds of naive time / method time in the same runtime; speed vs eager fp32 = '
         'the same method\'s eager time / its time here.',
     ] + [f'Note: {n}.' for n in notes])
-    table = markdown(rows, specs, header) + ('\n' + '\n'.join(profile) if profile else '')
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
     default_batches = args.batches == ([1, 2] if args.quick else [1, 8])
     stem = f"deploy_{args.device}{'_quick' if args.quick else ''}" + (
         '' if default_batches else '_b' + '_'.join(map(str, args.batches)))  # a partial run keeps its own file
-    write_csv(args.out / f'{stem}.csv', rows, COLUMNS)
-    write_text(args.out / f'{stem}.md', table + '\n')
-    print(f'wrote {args.out / stem}.csv and .md in {time.perf_counter() - started:.0f} s', file=sys.stderr)
+    write_results(args.out, stem, rows, COLUMNS,
+                  markdown(rows, specs, header) + ('\n' + '\n'.join(profile) if profile else ''), started)
     return 0
 
 

@@ -390,16 +390,19 @@ def main(argv=None):
         'GFLOPs = 10^9 multiply-adds per clip; speed-up = median over rounds of naive time / method time; '
         'step MiB = peak minus memory resident before the step (activations, gradients).',
     ] + [f'Note: {n}.' for n in notes])
-    table = markdown(rows, header)
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = f"throughput_{args.device}{'_quick' if args.quick else ''}" + (
         '' if args.models[0] == DEFAULT_MODELS[0] else f'_{args.models[0]}')  # another tower keeps its own file
-
-    write_csv(args.out / f'{stem}.csv', rows, COLUMNS)
-    write_text(args.out / f'{stem}.md', table + '\n')
-    print(f'wrote {args.out / stem}.csv and .md in {time.perf_counter() - started:.0f} s', file=sys.stderr)
+    write_results(args.out, stem, rows, COLUMNS, markdown(rows, header), started)
     return 0
+
+
+def write_results(out: Path, stem: str, rows: List[dict], columns: List[str], table: str, started: float) -> None:
+    """Print the markdown table, then write it and the rows as ``out/stem.md`` and ``out/stem.csv``."""
+    print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / f'{stem}.csv', rows, columns)
+    write_text(out / f'{stem}.md', table + '\n')
+    print(f'wrote {out / stem}.csv and .md in {time.perf_counter() - started:.0f} s', file=sys.stderr)
 
 
 if __name__ == '__main__':
