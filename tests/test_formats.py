@@ -9,6 +9,7 @@ import pytest
 from timm_inti.video import formats
 from timm_inti.video.formats import (
     find_videos,
+    frame_counts,
     is_kinetics_csv,
     is_manifest,
     is_video,
@@ -110,7 +111,7 @@ def test_manifest_rows_and_frame_counts(tmp_path):
     assert rows == {path: dict(path='c/a.mp4', label='c', split='', frames=40, fps=29.97, width=320, height=256)}
     assert is_manifest(manifest) and not is_manifest(tmp_path / 'out')
     assert manifest_frame_counts([tmp_path / 'out']) == {path: 40}, 'a folder holding manifest.csv'
-    assert manifest_frame_counts([manifest], root=tmp_path) == {str(tmp_path / 'c' / 'a.mp4'): 40}
+    assert frame_counts(manifest, root=tmp_path) == {str(tmp_path / 'c' / 'a.mp4'): 40}
     assert manifest_frame_counts([tmp_path, tmp_path / 'nothing.csv']) == {}, 'anything else is passed over'
     manifest.write_text('path,frames,fps,width,height\na.mp4,many,30,2,2\n')
     with pytest.raises(ValueError, match='line 2: bad frames, fps, width or height'):

@@ -159,3 +159,18 @@ def test_videos_with_broken_timestamps_load_in_the_datasets(tmp_path):
         assert bad == () and views.shape == (2, 3, 4, 32, 64)
         ids = [[frame_id(views[v, :, t]) for t in range(4)] for v in range(2)]
         assert all(clip == sorted(clip) and clip[-1] >= 18 for clip in ids), f'spread over all 24, in order: {ids}'
+
+
+def test_frame_counts_come_from_a_prepared_manifest_and_a_broken_one_is_refused(tmp_path):
+    for name in ('a/1.mp4', 'b/2.mp4'):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b'')  # the folder is listed, nothing is decoded here
+    (tmp_path / 'manifest.csv').write_text('path,label,split,frames,fps,width,height\na/1.mp4,a,,40,30,64,48\n')
+    folder = VideoFolder(str(tmp_path), transform=None, num_frames=4, train=False)
+    assert folder.frame_counts == {str(tmp_path / 'a' / '1.mp4'): 40}
+    (tmp_path / 'list.csv').write_text('path,label,frames,fps\na/1.mp4,a,40,30\n')
+    with pytest.raises(ValueError, match=r"list.csv: not a manifest, the columns \['height', 'width'\] are missing"):
+        VideoList(str(tmp_path / 'list.csv'), root=str(tmp_path), transform=None, num_frames=4, train=False)
+    (tmp_path / 'manifest.csv').write_text('path,frames\na/1.mp4,40\n')
+    with pytest.raises(ValueError, match=r"manifest.csv: not a manifest, the columns \['fps', 'height', 'width'\]"):
+        VideoFolder(str(tmp_path), transform=None, num_frames=4, train=False)

@@ -27,7 +27,7 @@ import torch
 from timm.data.readers.reader_image_folder import find_images_and_targets, natural_key
 
 from .decode import VideoDecodeError, VideoInfo, read_frames
-from .formats import MANIFEST, VIDEO_EXTENSIONS, is_manifest, manifest_frame_counts, read_annotations
+from .formats import MANIFEST, VIDEO_EXTENSIONS, csv_columns, frame_counts, read_annotations
 from .sampling import sample_indices
 from .transforms import create_video_transform
 
@@ -179,7 +179,7 @@ class VideoFolder(VideoDataset):
         classes = sorted(class_to_idx, key=class_to_idx.get)
         for manifest in (os.path.join(root, MANIFEST), os.path.join(os.path.dirname(os.path.normpath(root)), MANIFEST)):
             if os.path.isfile(manifest) and 'frame_counts' not in kwargs:  # a timm-inti-prepare output
-                kwargs['frame_counts'] = manifest_frame_counts([manifest])
+                kwargs['frame_counts'] = frame_counts(manifest)
                 break
         super().__init__(samples, classes, **kwargs)
 
@@ -218,8 +218,8 @@ class VideoList(VideoDataset):
                              f'got {min(targets)}..{max(targets)}')
         self.root = root
         samples = [(os.path.join(root, path), target) for (path, _), target in zip(rows, targets)]
-        if 'frame_counts' not in kwargs and is_manifest(list_file):  # a timm-inti-prepare list has frame counts
-            kwargs['frame_counts'] = manifest_frame_counts([list_file], root)
+        if 'frame_counts' not in kwargs and list_file.endswith('.csv') and 'frames' in csv_columns(list_file):
+            kwargs['frame_counts'] = frame_counts(list_file, root)  # a timm-inti-prepare list
         super().__init__(samples, classes, **kwargs)
 
 

@@ -2,7 +2,7 @@
 
   * video files: ``VIDEO_EXTENSIONS``, ``is_video``, ``find_videos`` (a folder, recursively);
   * ``timm-inti-prepare``'s manifest (``manifest.csv``) and prepared lists: ``read_manifest``,
-    ``manifest_frame_counts``;
+    ``frame_counts``, ``manifest_frame_counts``;
   * annotation lists: ``path label`` lines or a CSV with ``path`` and ``label`` columns
     (mmaction/Kinetics style; ``read_annotations``);
   * path lists for prediction: one path per line, a CSV with a ``path`` column or JSON lines
@@ -27,8 +27,8 @@ from typing import Dict, Iterable, List, Tuple, Union
 
 __all__ = [
     'VIDEO_EXTENSIONS', 'MANIFEST', 'MANIFEST_COLUMNS', 'LIST_COLUMNS', 'is_video', 'find_videos', 'read_manifest',
-    'is_manifest', 'manifest_frame_counts', 'read_annotations', 'read_path_list', 'is_kinetics_csv',
-    'read_kinetics_csv', 'read_ssv2_labels', 'read_ssv2_list', 'read_label_file',
+    'is_manifest', 'csv_columns', 'frame_counts', 'manifest_frame_counts', 'read_annotations', 'read_path_list',
+    'is_kinetics_csv', 'read_kinetics_csv', 'read_ssv2_labels', 'read_ssv2_list', 'read_label_file',
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -60,7 +60,8 @@ def find_videos(folder: PathLike) -> List[str]:
 
 # ------------------------------------------------------------------------------------------ manifests
 
-def _columns(path: PathLike) -> List[str]:
+def csv_columns(path: PathLike) -> List[str]:
+    """The header of a CSV file."""
     with open(path, newline='') as f:
         return csv.DictReader(f).fieldnames or []
 
@@ -68,7 +69,7 @@ def _columns(path: PathLike) -> List[str]:
 def is_manifest(path: PathLike) -> bool:
     """Whether ``path`` is a CSV with the frame counts and sizes of ``timm-inti-prepare`` (manifest or list)."""
     return str(path).lower().endswith('.csv') and os.path.isfile(path) and set(_NUMBER_COLUMNS) | {'path'} <= set(
-        _columns(path))
+        csv_columns(path))
 
 
 def read_manifest(path: PathLike, root: PathLike = None) -> Dict[str, Dict]:
@@ -93,15 +94,20 @@ def read_manifest(path: PathLike, root: PathLike = None) -> Dict[str, Dict]:
     return rows
 
 
-def manifest_frame_counts(items: Iterable[PathLike], root: PathLike = None) -> Dict[str, int]:
-    """{absolute path: frame count} from the manifests among ``items``: a manifest or prepared list CSV, or a folder
-    holding ``manifest.csv``; anything else is passed over. So prepared videos are not opened to learn their length.
-    """
+def frame_counts(manifest: PathLike, root: PathLike = None) -> Dict[str, int]:
+    """{absolute video path: frame count} of a manifest or prepared list (``read_manifest``'s checks), so that
+    prepared videos are not opened to learn their length."""
+    return {path: row['frames'] for path, row in read_manifest(manifest, root).items()}
+
+
+def manifest_frame_counts(items: Iterable[PathLike]) -> Dict[str, int]:
+    """``frame_counts`` of the manifests among ``items`` (predict's inputs): a manifest or prepared list CSV, or a
+    folder holding ``manifest.csv``; anything else is passed over."""
     counts = {}
     for item in items:
         manifest = os.path.join(item, MANIFEST) if os.path.isdir(item) else item
         if is_manifest(manifest):
-            counts.update({path: row['frames'] for path, row in read_manifest(manifest, root).items()})
+            counts.update(frame_counts(manifest))
     return counts
 
 
